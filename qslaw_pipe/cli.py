@@ -1,0 +1,27 @@
+"""`qslaw-pipe`: one subcommand per stage. Each reads the previous stage's artifact from --run-dir."""
+
+import click
+
+from qslaw_pipe import __version__
+from qslaw_pipe.stages import generate, prepare
+
+HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
+
+\b
+Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
+  prepare    build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache
+  generate   answer a question about an image with a model directory
+
+Every stage reuses a finished artifact with the same config, refuses a different one
+without --force, and prints JSON with --json.
+"""
+
+
+@click.group(help=HELP)
+@click.version_option(__version__, prog_name="qslaw-pipe")
+def main() -> None:
+    pass
+
+
+main.add_command(prepare.command)
+main.add_command(generate.command)

@@ -1,0 +1,52 @@
+"""Loading a local Hugging Face directory: a LLaVA-style model or a plain causal LM, with its processor."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+from qslaw_pipe.pipeline.errors import QslawError
+
+
+@dataclass
+class LoadedModel:
+    """model: the transformers module; processor: LlavaProcessor (multimodal) or tokenizer; path: its dir."""
+
+    model: torch.nn.Module
+    processor: object
+    path: Path
+
+    @property
+    def multimodal(self) -> bool:
+        return getattr(self.model.config, "vision_config", None) is not None
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+
+def _read_config(path: Path) -> dict:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise QslawError(f"{cfg} not found", "pass --model a local Hugging Face model directory (or run `qslaw-pipe prepare`)")
+    return json.loads(cfg.read_text())
+
+
+def load_model(path: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load the directory at `path` in eval mode on CPU."""
+    path = Path(path)
+    config = _read_config(path)
+    if "vision_config" in config:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        processor = AutoTokenizer.from_pretrained(path)
+    return LoadedModel(model.eval(), processor, path)
+
+
+def model_files(path: Path) -> Path:
+    """The path hashed as the model's identity (the whole directory)."""
+    return Path(path)

@@ -1,0 +1,53 @@
+"""Which Linear layers get quantized: ordered name rules, first match wins.
+
+A rule is (pattern, action): the pattern is an exact module name or `re:<regex>` matched against the
+full name; the action is "quantize" or "skip". The default rules quantize every Linear inside the
+language model's decoder blocks and skip everything else (vision tower, projector, embeddings, norms,
+lm_head). The decoder-block prefix is found from the model's structure, never written down.
+"""
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline.errors import QslawError
+
+ACTIONS = ("quantize", "skip")
+Rule = tuple[str, str]
+
+
+def default_rules(model: nn.Module) -> list[Rule]:
+    prefix = modules.module_name(model, modules.decoder_layers(model))
+    return [(f"re:^{re.escape(prefix)}\\.\\d+\\.", "quantize"), ("re:.*", "skip")]
+
+
+def parse_rule(text: str) -> Rule:
+    """'PATTERN=ACTION' from the command line."""
+    pattern, sep, action = text.rpartition("=")
+    if not sep or action not in ACTIONS:
+        raise QslawError(f"bad targeting rule '{text}'", "write PATTERN=quantize or PATTERN=skip (PATTERN may be re:REGEX)")
+    return pattern, action
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    return pattern == name
+
+
+def resolve_targets(model: nn.Module, rules: Sequence[Rule] | None = None) -> dict[str, dict]:
+    """For every nn.Linear: {"action", "rule"}; user rules first, then the defaults."""
+    ordered = list(rules or []) + default_rules(model)
+    decisions = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        rule = next(r for r in ordered if _matches(r[0], name))
+        decisions[name] = {"action": rule[1], "rule": f"{rule[0]}={rule[1]}", "shape": list(module.weight.shape)}
+    return decisions
+
+
+def quantized_names(decisions: dict[str, dict]) -> list[str]:
+    return [n for n, d in decisions.items() if d["action"] == "quantize"]
