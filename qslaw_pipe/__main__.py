@@ -1,0 +1,3 @@
+from qslaw_pipe.cli import main
+
+main()

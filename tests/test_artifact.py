@@ -1,0 +1,111 @@
+"""The run-directory contract: reuse, refuse, --force, atomic publish, foreign artifacts."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from qslaw_pipe.pipeline.artifact import FORMAT_VERSION, MANIFEST, read_artifact, run_stage
+from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
+
+
+def _writer(calls):
+    def work(out, resuming):
+        calls.append(resuming)
+        save_tensors(out / "t.safetensors", {"x": torch.arange(4.0)}, {"kind": "demo"})
+        return {"loss": 1.5}
+
+    return work
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(b"weights")
+    return p
+
+
+def test_reuse_refuse_force(tmp_path, model_file):
+    run, calls = tmp_path / "run", []
+    first = run_stage(run, "demo", {"a": 1}, {"model": model_file}, _writer(calls))
+    assert not first.reused and first.artifact.metrics == {"loss": 1.5}
+    m = json.loads((run / "demo" / MANIFEST).read_text())
+    assert m["format_version"] == FORMAT_VERSION and m["config"] == {"a": 1}
+    assert m["inputs"]["model"]["sha256"] and m["peak_rss_mb"] > 0 and "torch" in m["versions"]
+    assert run_stage(run, "demo", {"a": 1}, {"model": model_file}, _writer(calls)).reused
+    with pytest.raises(QslawError, match="different config .*a.*--force"):
+        run_stage(run, "demo", {"a": 2}, {"model": model_file}, _writer(calls))
+    model_file.write_bytes(b"other weights")
+    with pytest.raises(QslawError, match="other inputs .*model"):
+        run_stage(run, "demo", {"a": 1}, {"model": model_file}, _writer(calls))
+    forced = run_stage(run, "demo", {"a": 2}, {"model": model_file}, _writer(calls), force=True)
+    assert not forced.reused and forced.artifact.config == {"a": 2}
+    assert len(calls) == 2
+    tensors, header = load_tensors(run / "demo" / "t.safetensors")
+    assert header == {"kind": "demo"} and tensors["x"].tolist() == [0, 1, 2, 3]
+
+
+def test_crash_leaves_no_finished_artifact_and_resumes(tmp_path, model_file):
+    run = tmp_path / "run"
+
+    def crash(out, resuming):
+        (out / "half.safetensors").write_bytes(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run_stage(run, "demo", {"a": 1}, {"model": model_file}, crash)
+    assert not (run / "demo").exists()
+    seen = []
+    result = run_stage(run, "demo", {"a": 1}, {"model": model_file}, _writer(seen))
+    assert seen == [True] and result.resumed  # same config: the partial directory is handed back
+
+
+_KILLED_STAGE = """
+import sys, time, torch
+from qslaw_pipe.pipeline.artifact import run_stage
+from qslaw_pipe.pipeline.tensors import save_tensors
+def work(out, resuming):
+    save_tensors(out / "big.safetensors", {"x": torch.zeros(1000)})
+    print("written", flush=True)
+    time.sleep(60)
+    return {}
+run_stage(sys.argv[1], "demo", {}, {"model": sys.argv[2]}, work)
+"""
+
+
+def test_killed_process_leaves_no_finished_artifact(tmp_path, model_file):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_STAGE, str(run), str(model_file)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "demo").exists()
+    assert (run / ".demo.partial" / "big.safetensors").exists()
+    with pytest.raises(QslawError, match="not found.*run `qslaw-pipe demo"):
+        read_artifact(run, "demo")
+
+
+def test_foreign_format_and_model_are_refused(tmp_path, model_file):
+    run = tmp_path / "run"
+    run_stage(run, "demo", {}, {"model": model_file}, _writer([]))
+    sha = read_artifact(run, "demo").manifest["model_sha256"]
+    with pytest.raises(QslawError, match="another model"):
+        read_artifact(run, "demo", model_sha="0" * 64)
+    assert read_artifact(run, "demo", model_sha=sha).path == run / "demo"
+    path = run / "demo" / MANIFEST
+    m = json.loads(path.read_text())
+    m["format_version"] = FORMAT_VERSION + 1
+    path.write_text(json.dumps(m))
+    with pytest.raises(QslawError, match="format version"):
+        read_artifact(run, "demo")
+
+
+def test_missing_input_names_it(tmp_path):
+    with pytest.raises(QslawError, match="input 'model' not found"):
+        run_stage(tmp_path, "demo", {}, {"model": tmp_path / "nope"}, _writer([]))
+    time.sleep(0)
