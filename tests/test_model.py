@@ -11,12 +11,7 @@ from qslaw_pipe.pipeline import modules
 from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
 from qslaw_pipe.stages.generate import generate, open_image
-from tests.tiny import tiny_llama, tiny_llava, tiny_tokenizer, write_png
-
-
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return tiny_llava(tmp_path_factory.mktemp("llava") / "model")
+from tests.tiny import tiny_llama, tiny_tokenizer, write_png
 
 
 def test_default_targets_are_decoder_linears(llava_dir):

@@ -37,4 +37,7 @@ def merge_recipe(cls: type[T], recipe: Path | None, flags: Mapping[str, Any]) ->
 
 def config_to_dict(cfg: Any) -> dict:
     """JSON-ready dict of a config dataclass (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    def plain(v):
+        return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
