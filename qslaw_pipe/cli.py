@@ -3,12 +3,13 @@
 import click
 
 from qslaw_pipe import __version__
-from qslaw_pipe.stages import calibrate, evaluate, generate, prepare
+from qslaw_pipe.stages import calibrate, evaluate, generate, prepare, run
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
 
 \b
 Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
+  run        the main job: every stage below on the default model, resumable
   prepare    build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache
   calibrate  OmniQuant (or RTN) int-k qparams of the LM: delta, zero point per group
   eval ppl   held-out WikiText perplexity, full precision vs quantized
@@ -29,3 +30,4 @@ main.add_command(prepare.command)
 main.add_command(generate.command)
 main.add_command(calibrate.command)
 main.add_command(evaluate.group)
+main.add_command(run.command)

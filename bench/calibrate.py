@@ -1,0 +1,100 @@
+"""Benchmark: held-out WikiText perplexity of the default LM (SmolLM2-135M inside the default VLM) at
+W4 g128 and W3 g128 for full precision, RTN, ours (OmniQuant LWC) and a peer run on the same weights
+(torchao's HQQ solver, same groups), plus calibration wall time. Writes docs/results/calibrate.{json,md}.
+
+    python bench/calibrate.py [--windows 32] [--nsamples 32] [--epochs 3]
+"""
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from qslaw_pipe.cli_common import quiet_libraries
+from qslaw_pipe.kernels.quant import from_groups, to_groups
+from qslaw_pipe.pipeline.artifact import read_artifact
+from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.model import load_model
+from qslaw_pipe.pipeline.paths import default_model_dir
+from qslaw_pipe.pipeline.perplexity import perplexity
+from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
+from qslaw_pipe.stages import calibrate as cal
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results"
+
+
+@torch.no_grad()
+def hqq_fake_quant(model, names, bits, group_size):
+    """torchao's HQQ optimiser on our groups (edge-padded rows), dequantized in place."""
+    from torchao.quantization.quant_primitives import _choose_qparams_and_quantize_affine_hqq as hqq
+
+    named = dict(model.named_modules())
+    for name in names:
+        w = named[name].weight
+        g = to_groups(w.float(), group_size)
+        flat = g.reshape(-1, group_size)
+        codes, scale, zero, _ = hqq(flat, nbits=bits, group_size=group_size, axis=1, compute_dtype=torch.float32,
+                                    device="cpu", raw_output=True)
+        deq = (codes.float() - zero.reshape(-1, 1)) * scale.reshape(-1, 1)
+        w.copy_(from_groups(deq.reshape(g.shape), w.shape[1]))
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--windows", type=int, default=32)
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-calibrate")
+    args = ap.parse_args()
+    quiet_libraries()
+    model_dir, text_path = default_model_dir(), default_text_path()
+    lm = load_model(model_dir)
+    windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), 512, args.windows)
+    names = quantized_names(resolve_targets(lm.model))
+    rows = [{"bits": 16, "method": "fp", "ppl": perplexity(lm.model, windows, 4, "fp"), "calib_s": 0.0}]
+    print(rows[-1], flush=True)
+    for bits in (4, 3):
+        for method in ("rtn", "omniquant"):
+            cfg = cal.CalibrateConfig(bits=bits, group_size=128, method=method, nsamples=args.nsamples,
+                                      seqlen=512, epochs=args.epochs, lr=args.lr)
+            res = cal.run(cfg, args.runs / f"w{bits}-{method}", model_dir, text_path, force=True)
+            art = read_artifact(res.artifact.path.parent, "calibrate")
+            model = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(art))
+            rows.append({"bits": bits, "method": method, "ppl": perplexity(model, windows, 4, method),
+                         "calib_s": art.metrics["calibration_s"]})
+            print(rows[-1], flush=True)
+        start = time.perf_counter()
+        model = hqq_fake_quant(copy.deepcopy(lm.model), names, bits, 128)
+        elapsed = time.perf_counter() - start
+        rows.append({"bits": bits, "method": "hqq (torchao)", "ppl": perplexity(model, windows, 4, "hqq"), "calib_s": elapsed})
+        print(rows[-1], flush=True)
+    write(rows, args)
+
+
+def write(rows, args) -> None:
+    fp = rows[0]["ppl"]
+    for r in rows:
+        rtn = next((x["ppl"] for x in rows if x["bits"] == r["bits"] and x["method"] == "rtn"), None)
+        r["gap_recovered"] = None if r["method"] in ("fp", "rtn") or rtn is None else (rtn - r["ppl"]) / (rtn - fp)
+    setup = {"model": "SmolLM2-135M-Instruct (default VLM's LM)", "group_size": 128, "eval": f"WikiText-2 test, second half, first {args.windows} x 512-token windows",
+             "calibration": f"first half, {args.nsamples} x 512 tokens, {args.epochs} epochs, lr {args.lr}", "threads": torch.get_num_threads()}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "calibrate.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
+    lines = ["# Calibrate benchmark", "", "Produced by `python bench/calibrate.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".", "",
+             "| bits | method | held-out ppl | RTN gap recovered | calibration s |", "|---|---|---|---|---|"]
+    for r in rows:
+        rec = "" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%"
+        lines.append(f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} | {r['calib_s']:.1f} |")
+    (OUT / "calibrate.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
