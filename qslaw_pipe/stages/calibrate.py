@@ -9,6 +9,8 @@ Resume: after every block its qparams and both activation caches go to `resume/`
 directory; an interrupted run continues at the first unfinished block and ends with the same tensors.
 """
 
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,12 +156,13 @@ def omniquant(lm, targets: list[str], cfg: CalibrateConfig, text_path: Path, res
     resume_dir.mkdir(exist_ok=True)
     state_path = resume_dir / "state.safetensors"
     torch.manual_seed(cfg.seed)
-    _, kwargs = capture_block_inputs(lm.model, _calibration_batches(lm, cfg, text_path)[:1])
+    batches = _calibration_batches(lm, cfg, text_path)
     if state_path.is_file():
+        _, kwargs = capture_block_inputs(lm.model, batches[:1])
         state, header = load_tensors(state_path)
         fp_in, q_in, start = state["fp_in"], state["q_in"], header["next_block"]
     else:
-        fp_in, _ = capture_block_inputs(lm.model, _calibration_batches(lm, cfg, text_path))
+        fp_in, kwargs = capture_block_inputs(lm.model, batches)
         q_in, start = fp_in.clone(), 0
     results, losses = {}, []
     for i in range(len(layers)):
@@ -200,9 +203,9 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
             tensors.update({f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo})
     header = {"bits": cfg.bits, "group_sizes": group_sizes, "method": cfg.method, "layout": "delta,zero_point [out, n_groups]"}
     save_tensors(out / QPARAMS_FILE, tensors, header)
-    (out / "targets.json").write_text(__import__("json").dumps(decisions, indent=1))
+    (out / "targets.json").write_text(json.dumps(decisions, indent=1))
     if (out / "resume").exists():
-        __import__("shutil").rmtree(out / "resume")
+        shutil.rmtree(out / "resume")
     return {"layers": len(targets), "blocks": losses, "calibration_s": round(time.perf_counter() - start, 2)}
 
 
