@@ -75,3 +75,25 @@ def write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))
     return path
+
+
+COLORS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 255, 0)}
+
+
+def tiny_scienceqa(root: Path, per_split: dict[str, int] | None = None) -> Path:
+    """A ScienceQA-layout set of colour questions on solid-square images, known answers, for train and test."""
+    per_split = per_split or {"train": 12, "test": 6}
+    problems, splits = {}, {}
+    names = list(COLORS)
+    for split, n in per_split.items():
+        splits[split] = []
+        for i in range(n):
+            pid = f"{split}{i}"
+            color = names[i % len(names)]
+            write_png(root / "images" / split / pid / "image.png", COLORS[color], size=28)
+            problems[pid] = {"question": "What color is the square?", "choices": names, "answer": names.index(color),
+                             "hint": "", "image": "image.png", "subject": "natural science", "grade": f"grade{1 + i % 2}"}
+            splits[split].append(pid)
+    write_json(root / "problems.json", problems)
+    write_json(root / "pid_splits.json", splits)
+    return root

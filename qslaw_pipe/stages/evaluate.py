@@ -60,7 +60,7 @@ def run_ppl(cfg: PplConfig, run_dir: Path, model_dir: Path, text_path: Path, for
 
 @click.group("eval")
 def group() -> None:
-    """Evaluate a run: `ppl` (held-out WikiText perplexity)."""
+    """Evaluate a run: `ppl` (held-out WikiText perplexity), `mcq` (multiple-choice accuracy)."""
 
 
 @group.command("ppl")

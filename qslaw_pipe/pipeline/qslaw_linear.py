@@ -1,0 +1,62 @@
+"""QslawLinear: a frozen int-k Linear whose only parameter is the per-group scale `s` (kernels/qslaw.py).
+
+Swapping it in drops the full-precision weight: the module keeps `W / delta` grouped in fp32 (what
+does not change between steps), `delta`, `zp`, the bias and `scale` [out, n_groups] (init 1).
+"""
+
+import torch
+from torch import nn
+
+from qslaw_pipe.kernels.qslaw import QslawLinearFunction, scaled_codes
+from qslaw_pipe.kernels.quant import from_groups, to_groups
+from qslaw_pipe.pipeline.qparams import LayerQParams
+
+SCALE_SUFFIX = ".scale"
+
+
+class QslawLinear(nn.Module):
+    def __init__(self, linear: nn.Linear, q: LayerQParams, trainable: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.bits, self.group_size = q.bits, q.group_size
+        delta = q.delta.float()
+        self.register_buffer("w_over_delta", to_groups(linear.weight.detach().float(), q.group_size) / delta.unsqueeze(-1))
+        self.register_buffer("delta", delta)
+        self.register_buffer("zp", q.zero_point.float())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.scale = nn.Parameter(torch.ones_like(delta), requires_grad=trainable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return QslawLinearFunction.apply(x, self.scale, self.w_over_delta, self.delta, self.zp, self.bias, self.bits, self.in_features)
+
+    @torch.no_grad()
+    def quantized_weight(self) -> torch.Tensor:
+        """W_q [out, in] fp32 under the current scales."""
+        q, _ = scaled_codes(self.w_over_delta, self.scale, self.zp, self.bits)
+        return from_groups(self.delta.unsqueeze(-1) * q, self.in_features)
+
+    def to_linear(self) -> nn.Linear:
+        """A plain Linear holding W_q (for inference)."""
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        out.weight.data.copy_(self.quantized_weight())
+        if self.bias is not None:
+            out.bias.data.copy_(self.bias)
+        return out
+
+
+def attach_qslaw(model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True) -> dict[str, QslawLinear]:
+    """Replace every Linear named in `qparams` by a QslawLinear, in place."""
+    swapped = {}
+    for name, q in qparams.items():
+        module = QslawLinear(model.get_submodule(name), q, trainable)
+        model.set_submodule(name, module)
+        swapped[name] = module
+    return swapped
+
+
+def bake_qslaw(model: nn.Module) -> nn.Module:
+    """Replace every QslawLinear by a plain Linear holding its W_q, in place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QslawLinear):
+            model.set_submodule(name, module.to_linear())
+    return model
