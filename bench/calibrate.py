@@ -38,8 +38,15 @@ def hqq_fake_quant(model, names, bits, group_size):
         w = named[name].weight
         g = to_groups(w.float(), group_size)
         flat = g.reshape(-1, group_size)
-        codes, scale, zero, _ = hqq(flat, nbits=bits, group_size=group_size, axis=1, compute_dtype=torch.float32,
-                                    device="cpu", raw_output=True)
+        codes, scale, zero, _ = hqq(
+            flat,
+            nbits=bits,
+            group_size=group_size,
+            axis=1,
+            compute_dtype=torch.float32,
+            device="cpu",
+            raw_output=True,
+        )
         deq = (codes.float() - zero.reshape(-1, 1)) * scale.reshape(-1, 1)
         w.copy_(from_groups(deq.reshape(g.shape), w.shape[1]))
     return model
@@ -62,18 +69,38 @@ def main() -> None:
     print(rows[-1], flush=True)
     for bits in (4, 3):
         for method in ("rtn", "omniquant"):
-            cfg = cal.CalibrateConfig(bits=bits, group_size=128, method=method, nsamples=args.nsamples,
-                                      seqlen=512, epochs=args.epochs, lr=args.lr)
+            cfg = cal.CalibrateConfig(
+                bits=bits,
+                group_size=128,
+                method=method,
+                nsamples=args.nsamples,
+                seqlen=512,
+                epochs=args.epochs,
+                lr=args.lr,
+            )
             res = cal.run(cfg, args.runs / f"w{bits}-{method}", model_dir, text_path, force=True)
             art = read_artifact(res.artifact.path.parent, "calibrate")
             model = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(art))
-            rows.append({"bits": bits, "method": method, "ppl": perplexity(model, windows, 4, method),
-                         "calib_s": art.metrics["calibration_s"]})
+            rows.append(
+                {
+                    "bits": bits,
+                    "method": method,
+                    "ppl": perplexity(model, windows, 4, method),
+                    "calib_s": art.metrics["calibration_s"],
+                }
+            )
             print(rows[-1], flush=True)
         start = time.perf_counter()
         model = hqq_fake_quant(copy.deepcopy(lm.model), names, bits, 128)
         elapsed = time.perf_counter() - start
-        rows.append({"bits": bits, "method": "hqq (torchao)", "ppl": perplexity(model, windows, 4, "hqq"), "calib_s": elapsed})
+        rows.append(
+            {
+                "bits": bits,
+                "method": "hqq (torchao)",
+                "ppl": perplexity(model, windows, 4, "hqq"),
+                "calib_s": elapsed,
+            }
+        )
         print(rows[-1], flush=True)
     write(rows, args)
 
@@ -82,16 +109,31 @@ def write(rows, args) -> None:
     fp = rows[0]["ppl"]
     for r in rows:
         rtn = next((x["ppl"] for x in rows if x["bits"] == r["bits"] and x["method"] == "rtn"), None)
-        r["gap_recovered"] = None if r["method"] in ("fp", "rtn") or rtn is None else (rtn - r["ppl"]) / (rtn - fp)
-    setup = {"model": "SmolLM2-135M-Instruct (default VLM's LM)", "group_size": 128, "eval": f"WikiText-2 test, second half, first {args.windows} x 512-token windows",
-             "calibration": f"first half, {args.nsamples} x 512 tokens, {args.epochs} epochs, lr {args.lr}", "threads": torch.get_num_threads()}
+        r["gap_recovered"] = (
+            None if r["method"] in ("fp", "rtn") or rtn is None else (rtn - r["ppl"]) / (rtn - fp)
+        )
+    setup = {
+        "model": "SmolLM2-135M-Instruct (default VLM's LM)",
+        "group_size": 128,
+        "eval": f"WikiText-2 test, second half, first {args.windows} x 512-token windows",
+        "calibration": f"first half, {args.nsamples} x 512 tokens, {args.epochs} epochs, lr {args.lr}",
+        "threads": torch.get_num_threads(),
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "calibrate.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
-    lines = ["# Calibrate benchmark", "", "Produced by `python bench/calibrate.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".", "",
-             "| bits | method | held-out ppl | RTN gap recovered | calibration s |", "|---|---|---|---|---|"]
+    lines = [
+        "# Calibrate benchmark",
+        "",
+        "Produced by `python bench/calibrate.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".",
+        "",
+        "| bits | method | held-out ppl | RTN gap recovered | calibration s |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         rec = "" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%"
-        lines.append(f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} | {r['calib_s']:.1f} |")
+        lines.append(
+            f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} | {r['calib_s']:.1f} |"
+        )
     (OUT / "calibrate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

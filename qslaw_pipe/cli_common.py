@@ -40,15 +40,24 @@ def emit(result: dict, as_json: bool, human: str) -> None:
 
 
 run_dir_option = click.option(
-    "--run-dir", required=True, type=click.Path(path_type=Path), help="Run directory; this stage writes RUN_DIR/<stage>/."
+    "--run-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run directory; this stage writes RUN_DIR/<stage>/.",
 )
-force_option = click.option("--force", is_flag=True, help="Replace an existing artifact made with another config.")
+force_option = click.option(
+    "--force", is_flag=True, help="Replace an existing artifact made with another config."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 config_option = click.option(
-    "--config", "recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--config",
+    "recipe",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML recipe with this stage's keys; flags given on the command line override it.",
 )
 model_option = click.option(
-    "--model", type=click.Path(path_type=Path), default=None,
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Local Hugging Face model directory (LLaVA-style or causal LM). Default: the model built by `qslaw-pipe prepare`.",
 )

@@ -80,7 +80,9 @@ run_stage(sys.argv[1], "demo", {}, {"model": sys.argv[2]}, work)
 
 def test_killed_process_leaves_no_finished_artifact(tmp_path, model_file):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_STAGE, str(run), str(model_file)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_STAGE, str(run), str(model_file)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "written"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

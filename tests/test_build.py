@@ -27,8 +27,14 @@ class Backbone(torch.nn.Module):
 def test_onnx_to_dinov2_matches_source_and_onnxruntime(tmp_path):
     dino = tiny_dinov2()
     path = tmp_path / "tiny.onnx"
-    torch.onnx.export(Backbone(dino), (torch.randn(1, 3, 56, 56),), str(path), dynamo=False,
-                      input_names=["input_image"], opset_version=17)
+    torch.onnx.export(
+        Backbone(dino),
+        (torch.randn(1, 3, 56, 56),),
+        str(path),
+        dynamo=False,
+        input_names=["input_image"],
+        opset_version=17,
+    )
     ours = dinov2_from_onnx(path)
     x = torch.randn(2, 3, 56, 56)
     with torch.no_grad():

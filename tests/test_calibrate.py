@@ -21,7 +21,9 @@ def _qparams(run):
 
 
 def test_omniquant_clipping_trains(tmp_path, llava_dir, corpus):
-    res = cal.run(cal.CalibrateConfig(bits=3, group_size=32, **SMALL), tmp_path / "r", llava_dir, corpus, bar=False)
+    res = cal.run(
+        cal.CalibrateConfig(bits=3, group_size=32, **SMALL), tmp_path / "r", llava_dir, corpus, bar=False
+    )
     blocks = res.artifact.metrics["blocks"]
     assert len(blocks) == 2
     assert all(b["loss_after"] < b["loss_before"] for b in blocks), blocks
@@ -38,7 +40,9 @@ def test_omniquant_clipping_trains(tmp_path, llava_dir, corpus):
 
 
 def test_rtn_artifact_equals_minmax_reference(tmp_path, llava_dir, corpus):
-    cal.run(cal.CalibrateConfig(method="rtn", bits=4, group_size=-1), tmp_path / "r", llava_dir, corpus, bar=False)
+    cal.run(
+        cal.CalibrateConfig(method="rtn", bits=4, group_size=-1), tmp_path / "r", llava_dir, corpus, bar=False
+    )
     tensors, header = _qparams(tmp_path / "r")
     model = load_model(llava_dir).model
     named = dict(model.named_modules())
@@ -85,7 +89,9 @@ def test_hybrid_calibration_runs_with_images(tmp_path, llava_dir, corpus, monkey
 
     img = write_png(tmp_path / "a.png")
     monkeypatch.setattr(easyvqa, "load_easyvqa", lambda split, seed=0: [Sample(img, "Shape?", "A")] * 4)
-    cfg = cal.CalibrateConfig(calib="hybrid", bits=4, group_size=32, nsamples=2, seqlen=48, epochs=1, batch_size=2)
+    cfg = cal.CalibrateConfig(
+        calib="hybrid", bits=4, group_size=32, nsamples=2, seqlen=48, epochs=1, batch_size=2
+    )
     res = cal.run(cfg, tmp_path / "r", llava_dir, corpus, bar=False)
     assert len(res.artifact.metrics["blocks"]) == 2
 
@@ -99,19 +105,63 @@ def test_config_validation_is_one_line():
 
 def test_cli_calibrate_reuse_refuse_and_eval_ppl(tmp_path, llava_dir, corpus):
     runner = CliRunner()
-    base = ["calibrate", "--run-dir", str(tmp_path / "r"), "--model", str(llava_dir), "--text", str(corpus),
-            "--nsamples", "2", "--seqlen", "16", "--epochs", "1", "--json"]
+    base = [
+        "calibrate",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--model",
+        str(llava_dir),
+        "--text",
+        str(corpus),
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "16",
+        "--epochs",
+        "1",
+        "--json",
+    ]
     first = runner.invoke(main, base)
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["reused"] is False
     again = runner.invoke(main, base)
     assert json.loads(again.stdout)["reused"] is True
     refused = runner.invoke(main, [*base, "--bits", "3"])
-    assert refused.exit_code == 2 and "different config (bits)" in refused.output and "--force" in refused.output
-    missing = runner.invoke(main, ["eval", "ppl", "--run-dir", str(tmp_path / "none"), "--model", str(llava_dir), "--text", str(corpus)])
+    assert (
+        refused.exit_code == 2 and "different config (bits)" in refused.output and "--force" in refused.output
+    )
+    missing = runner.invoke(
+        main,
+        [
+            "eval",
+            "ppl",
+            "--run-dir",
+            str(tmp_path / "none"),
+            "--model",
+            str(llava_dir),
+            "--text",
+            str(corpus),
+        ],
+    )
     assert missing.exit_code == 2 and "calibrate/manifest.json not found" in missing.output
-    ppl = runner.invoke(main, ["eval", "ppl", "--run-dir", str(tmp_path / "r"), "--model", str(llava_dir), "--text", str(corpus),
-                               "--seqlen", "16", "--windows", "3", "--json"])
+    ppl = runner.invoke(
+        main,
+        [
+            "eval",
+            "ppl",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--model",
+            str(llava_dir),
+            "--text",
+            str(corpus),
+            "--seqlen",
+            "16",
+            "--windows",
+            "3",
+            "--json",
+        ],
+    )
     assert ppl.exit_code == 0, ppl.output
     m = json.loads(ppl.stdout)
     assert m["windows"] == 3 and m["fp"] > 1 and m["quantized"] > 1 and m["fp"] != m["quantized"]

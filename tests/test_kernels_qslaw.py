@@ -42,7 +42,10 @@ def test_scale_gradient_matches_hand_derivation():
     w, s, delta, zp, bits, gs = _setup(out=3, k=32, gs=16)
     gw = torch.randn_like(w)
     (qslaw_reference(w, s, delta, zp, bits, gs) * gw).sum().backward()
-    pre = torch.round(to_groups(w, gs) / s.detach().unsqueeze(-1) / delta.unsqueeze(-1)) + zp.unsqueeze(-1).float()
+    pre = (
+        torch.round(to_groups(w, gs) / s.detach().unsqueeze(-1) / delta.unsqueeze(-1))
+        + zp.unsqueeze(-1).float()
+    )
     inside = (pre >= 0) & (pre <= 15)
     hand = (to_groups(gw, gs) * -to_groups(w, gs) / s.detach().unsqueeze(-1) ** 2 * inside).sum(-1)
     torch.testing.assert_close(s.grad, hand, rtol=1e-5, atol=1e-6)
@@ -53,7 +56,9 @@ def test_scale_gradient_agrees_with_finite_difference_of_the_unrounded_map():
     """STE is the derivative of the map with round() removed and the clamp mask held at its rounded value."""
     w, s, delta, zp, bits, gs = _setup(out=2, k=16, gs=16)
     base = s.detach().double()
-    pre = torch.round(to_groups(w.double(), gs) / base.unsqueeze(-1) / delta.double().unsqueeze(-1)) + zp.unsqueeze(-1)
+    pre = torch.round(
+        to_groups(w.double(), gs) / base.unsqueeze(-1) / delta.double().unsqueeze(-1)
+    ) + zp.unsqueeze(-1)
     inside = (pre >= 0) & (pre <= 15)
 
     def smooth(scales):

@@ -31,7 +31,9 @@ def test_user_rules_come_first(llava_dir):
     lm = load_model(llava_dir)
     decisions = resolve_targets(lm.model, [parse_rule("re:mlp\\.down_proj$=skip")])
     assert len(quantized_names(decisions)) == 12
-    assert all(d["rule"] == "re:mlp\\.down_proj$=skip" for n, d in decisions.items() if n.endswith("down_proj"))
+    assert all(
+        d["rule"] == "re:mlp\\.down_proj$=skip" for n, d in decisions.items() if n.endswith("down_proj")
+    )
     with pytest.raises(Exception, match="PATTERN=quantize"):
         parse_rule("mlp")
 
@@ -61,8 +63,21 @@ def test_generate_with_image_returns_text(llava_dir, tmp_path):
 def test_cli_generate_json_and_errors(llava_dir, tmp_path):
     runner = CliRunner()
     img = write_png(tmp_path / "x.png")
-    res = runner.invoke(main, ["generate", "--model", str(llava_dir), "--image", str(img), "--prompt", "hi",
-                               "--max-new-tokens", "3", "--json"])
+    res = runner.invoke(
+        main,
+        [
+            "generate",
+            "--model",
+            str(llava_dir),
+            "--image",
+            str(img),
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "answer" in json.loads(res.stdout)
     res = runner.invoke(main, ["generate", "--model", str(tmp_path), "--prompt", "hi"])

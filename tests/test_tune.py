@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from qslaw_pipe.cli import main
 from qslaw_pipe.pipeline.artifact import read_artifact
+from qslaw_pipe.pipeline.data.sample import Sample
 from qslaw_pipe.pipeline.lm_loss import batch_loss
 from qslaw_pipe.pipeline.mcq import parse_letter, score
-from qslaw_pipe.pipeline.data.sample import Sample
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.pipeline.tune_data import collate, modalities
 from qslaw_pipe.pipeline.tuned_model import build_method_model
@@ -33,7 +33,9 @@ def calibrated(tmp_path_factory, llava_dir, corpus):
 
 
 def _cfg(sqa, **kw):
-    base = dict(data=str(sqa), steps=6, batch_size=2, warmup_steps=2, text_seqlen=16, checkpoint_every=2, lm_lr=1e-2)
+    base = dict(
+        data=str(sqa), steps=6, batch_size=2, warmup_steps=2, text_seqlen=16, checkpoint_every=2, lm_lr=1e-2
+    )
     return tn.TuneConfig(**{**base, **kw})
 
 
@@ -46,10 +48,12 @@ def _copy_calibration(src, dst):
 
 def test_only_scales_and_projector_get_gradients(llava_dir, calibrated, sqa, corpus):
     lm = build_method_model(llava_dir, "qslaw", read_artifact(calibrated, "calibrate"))
-    from qslaw_pipe.pipeline.tune_data import StepSampler, parse_mix
     from qslaw_pipe.pipeline.train_sets import load_train_samples
+    from qslaw_pipe.pipeline.tune_data import StepSampler, parse_mix
 
-    sampler = StepSampler(lm.processor, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0)
+    sampler = StepSampler(
+        lm.processor, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
+    )
     loss, parts = batch_loss(lm.model, collate(sampler.examples(0), 0))
     assert set(parts) == {"multimodal", "text"}
     loss.backward()
@@ -82,9 +86,13 @@ def test_tune_writes_artifact_and_schedule(tmp_path, llava_dir, calibrated, sqa,
     assert not (out / "checkpoint.safetensors").exists()
 
 
-def test_interrupted_tune_resumes_to_identical_curve_and_tensors(tmp_path, llava_dir, calibrated, sqa, corpus):
+def test_interrupted_tune_resumes_to_identical_curve_and_tensors(
+    tmp_path, llava_dir, calibrated, sqa, corpus
+):
     cfg = _cfg(sqa)
-    whole = tn.run(cfg, _copy_calibration(calibrated, tmp_path / "whole"), llava_dir, corpus, bar=False).artifact.path
+    whole = tn.run(
+        cfg, _copy_calibration(calibrated, tmp_path / "whole"), llava_dir, corpus, bar=False
+    ).artifact.path
     run = _copy_calibration(calibrated, tmp_path / "cut")
     with pytest.raises(tn.Interrupted):
         tn.run(cfg, run, llava_dir, corpus, bar=False, interrupt_after=4)
@@ -93,13 +101,17 @@ def test_interrupted_tune_resumes_to_identical_curve_and_tensors(tmp_path, llava
     assert resumed.resumed
     a = list(csv.DictReader((whole / "metrics.csv").open()))
     b = list(csv.DictReader((resumed.artifact.path / "metrics.csv").open()))
-    assert [(r["step"], r["loss"], r["modality"], r["lr"]) for r in a] == [(r["step"], r["loss"], r["modality"], r["lr"]) for r in b]
+    assert [(r["step"], r["loss"], r["modality"], r["lr"]) for r in a] == [
+        (r["step"], r["loss"], r["modality"], r["lr"]) for r in b
+    ]
     ta, _ = load_tensors(whole / "trainable.safetensors")
     tb, _ = load_tensors(resumed.artifact.path / "trainable.safetensors")
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-@pytest.mark.parametrize("method, expect", [("fp", "layers.0.self_attn.q_proj.weight"), ("qlora", "lora_A"), ("frozen", None)])
+@pytest.mark.parametrize(
+    "method, expect", [("fp", "layers.0.self_attn.q_proj.weight"), ("qlora", "lora_A"), ("frozen", None)]
+)
 def test_baselines_train_what_they_should(tmp_path, llava_dir, calibrated, sqa, corpus, method, expect):
     run = _copy_calibration(calibrated, tmp_path / "r")
     res = tn.run(_cfg(sqa, method=method, steps=2), run, llava_dir, corpus, bar=False)
@@ -112,14 +124,34 @@ def test_baselines_train_what_they_should(tmp_path, llava_dir, calibrated, sqa, 
 
 
 def test_tune_without_calibration_is_one_line_error(tmp_path, llava_dir, sqa, corpus):
-    res = CliRunner().invoke(main, ["tune", "--run-dir", str(tmp_path / "r"), "--model", str(llava_dir), "--data", str(sqa),
-                                    "--text", str(corpus)])
-    assert res.exit_code == 2 and "calibrate/manifest.json not found" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(
+        main,
+        [
+            "tune",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--model",
+            str(llava_dir),
+            "--data",
+            str(sqa),
+            "--text",
+            str(corpus),
+        ],
+    )
+    assert (
+        res.exit_code == 2
+        and "calibrate/manifest.json not found" in res.output
+        and "Traceback" not in res.output
+    )
 
 
 def test_parse_letter_and_score_on_known_answers():
-    assert [parse_letter(o, ("x", "y", "z")) for o in ("B", " (C) z", "The answer is A.", "y", "D", "maybe")] == ["B", "C", "A", "B", None, None]
-    samples = [Sample(None, "q", t, ("x", "y"), {"grade": g}) for t, g in (("A", "1"), ("B", "1"), ("A", "2"))]
+    assert [
+        parse_letter(o, ("x", "y", "z")) for o in ("B", " (C) z", "The answer is A.", "y", "D", "maybe")
+    ] == ["B", "C", "A", "B", None, None]
+    samples = [
+        Sample(None, "q", t, ("x", "y"), {"grade": g}) for t, g in (("A", "1"), ("B", "1"), ("A", "2"))
+    ]
     s = score(samples, ["A", "A", "no idea"])
     assert s["accuracy"] == pytest.approx(1 / 3) and s["unparsed"] == 1
     assert s["categories"]["grade"] == {"1": {"accuracy": 0.5, "n": 2}, "2": {"accuracy": 0.0, "n": 1}}
@@ -131,7 +163,20 @@ def test_eval_mcq_cli_side_by_side(tmp_path, llava_dir, calibrated, sqa, corpus)
         run = _copy_calibration(calibrated, tmp_path / method)
         tn.run(_cfg(sqa, method=method, steps=2), run, llava_dir, corpus, bar=False)
         runs.append(run)
-    args = ["eval", "mcq", "--run-dir", str(runs[0]), "--baseline", str(runs[1]), "--data", str(sqa), "--limit", "0", "--batch-size", "4"]
+    args = [
+        "eval",
+        "mcq",
+        "--run-dir",
+        str(runs[0]),
+        "--baseline",
+        str(runs[1]),
+        "--data",
+        str(sqa),
+        "--limit",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
@@ -143,4 +188,8 @@ def test_eval_mcq_cli_side_by_side(tmp_path, llava_dir, calibrated, sqa, corpus)
         assert m["accuracy"] == pytest.approx(sum(hits) / 6)
         assert set(m["categories"]) == {"subject", "context", "grade"}
     human = CliRunner().invoke(main, args)
-    assert "qslaw (qslaw)" in human.stdout and "frozen (frozen)" in human.stdout and "grade=grade1" in human.stdout
+    assert (
+        "qslaw (qslaw)" in human.stdout
+        and "frozen (frozen)" in human.stdout
+        and "grade=grade1" in human.stdout
+    )

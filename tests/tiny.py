@@ -24,27 +24,49 @@ def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
 def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 def tiny_dinov2(seed: int = 0) -> Dinov2Model:
     torch.manual_seed(seed)
-    cfg = Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=128,
-                       patch_size=14, image_size=56)
+    cfg = Dinov2Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        patch_size=14,
+        image_size=56,
+    )
     model = Dinov2Model(cfg).eval()
     with torch.no_grad():  # random norms and biases, so the ONNX exporter keeps every initializer distinct
         for p in model.parameters():
@@ -57,7 +79,9 @@ def tiny_llava(out: Path, image_size: int = 28, seed: int = 0) -> Path:
     from qslaw_pipe.pipeline.build.assemble import assemble_llava
 
     tok = tiny_tokenizer()
-    model, processor = assemble_llava(tiny_llama(len(tok) + 1, seed), tiny_dinov2(seed), tok, image_size, seed)
+    model, processor = assemble_llava(
+        tiny_llama(len(tok) + 1, seed), tiny_dinov2(seed), tok, image_size, seed
+    )
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -91,8 +115,15 @@ def tiny_scienceqa(root: Path, per_split: dict[str, int] | None = None) -> Path:
             pid = f"{split}{i}"
             color = names[i % len(names)]
             write_png(root / "images" / split / pid / "image.png", COLORS[color], size=28)
-            problems[pid] = {"question": "What color is the square?", "choices": names, "answer": names.index(color),
-                             "hint": "", "image": "image.png", "subject": "natural science", "grade": f"grade{1 + i % 2}"}
+            problems[pid] = {
+                "question": "What color is the square?",
+                "choices": names,
+                "answer": names.index(color),
+                "hint": "",
+                "image": "image.png",
+                "subject": "natural science",
+                "grade": f"grade{1 + i % 2}",
+            }
             splits[split].append(pid)
     write_json(root / "problems.json", problems)
     write_json(root / "pid_splits.json", splits)

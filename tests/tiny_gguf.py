@@ -6,9 +6,15 @@ import gguf
 import numpy as np
 
 _NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
 }
 
 
@@ -47,9 +53,14 @@ def write_tiny_gguf(path: Path, model, tokenizer) -> Path:
     w.add_token_list(tokens)
     special = set(tokenizer.all_special_tokens)
     w.add_token_types([3 if t in special else 1 for t in tokens])
-    merges = tokenizer.backend_tokenizer.model.get_merges() if hasattr(tokenizer.backend_tokenizer.model, "get_merges") else None
+    merges = (
+        tokenizer.backend_tokenizer.model.get_merges()
+        if hasattr(tokenizer.backend_tokenizer.model, "get_merges")
+        else None
+    )
     if merges is None:
         import json
+
         merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
     w.add_bos_token_id(tokenizer.bos_token_id)

@@ -33,4 +33,6 @@ class ClippedQuantizer(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         delta, zp = self.qparams()
-        return from_groups(fake_quant_groups(to_groups(weight, self.group_size), delta, zp, self.bits), self.in_features)
+        return from_groups(
+            fake_quant_groups(to_groups(weight, self.group_size), delta, zp, self.bits), self.in_features
+        )

@@ -19,8 +19,9 @@ import torch
 from qslaw_pipe.kernels.quant import from_groups, round_ste, to_groups
 
 
-def qslaw_reference(w: torch.Tensor, s: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int,
-                    group_size: int) -> torch.Tensor:
+def qslaw_reference(
+    w: torch.Tensor, s: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int
+) -> torch.Tensor:
     """W_q [out, in] fp32 from W and scales, differentiable in `s` (and W) through STE rounding."""
     g = to_groups(w.float(), group_size) / s.unsqueeze(-1)
     d, z = delta.unsqueeze(-1), zp.unsqueeze(-1).float()
@@ -28,7 +29,9 @@ def qslaw_reference(w: torch.Tensor, s: torch.Tensor, delta: torch.Tensor, zp: t
     return from_groups(d * (codes - z), w.shape[1])
 
 
-def scaled_codes(w_over_delta: torch.Tensor, s: torch.Tensor, zp: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_codes(
+    w_over_delta: torch.Tensor, s: torch.Tensor, zp: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes - zp, in-range mask) from the cached W / delta [out, n_groups, group_size]."""
     z = zp.unsqueeze(-1).float()
     pre = torch.round(w_over_delta / s.unsqueeze(-1)) + z

@@ -62,19 +62,25 @@ def fake_quant_groups(g: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bi
     return d * (codes - z)
 
 
-def fake_quant(w: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+def fake_quant(
+    w: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int
+) -> torch.Tensor:
     """W_q for W [out, in] under (delta, zp); differentiable through W and delta (STE)."""
     return from_groups(fake_quant_groups(to_groups(w, group_size), delta, zp, bits), w.shape[1])
 
 
-def quantize_codes(w: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+def quantize_codes(
+    w: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int
+) -> torch.Tensor:
     """Integer codes uint8 [out, in]."""
     g = to_groups(w.float(), group_size)
     codes = torch.clamp(torch.round(g / delta.unsqueeze(-1)) + zp.unsqueeze(-1).float(), 0, 2**bits - 1)
     return from_groups(codes, w.shape[1]).to(torch.uint8)
 
 
-def dequantize_codes(codes: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, group_size: int) -> torch.Tensor:
+def dequantize_codes(
+    codes: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, group_size: int
+) -> torch.Tensor:
     """fp32 [out, in] from uint8 codes [out, in] and per-group delta, zp."""
     g = to_groups(codes.float(), group_size)
     return from_groups(delta.unsqueeze(-1) * (g - zp.unsqueeze(-1).float()), codes.shape[1])

@@ -65,7 +65,9 @@ def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
     for name, path in inputs.items():
         path = Path(path)
         if not path.exists():
-            raise QslawError(f"input '{name}' not found at {path}", "check the path or run the stage that makes it")
+            raise QslawError(
+                f"input '{name}' not found at {path}", "check the path or run the stage that makes it"
+            )
         out[name] = {"path": str(path.resolve()), "sha256": sha256_path(path)}
     return out
 
@@ -75,9 +77,7 @@ def read_artifact(run_dir: Path, stage: str, *, model_sha: str | None = None) ->
     path = stage_dir(run_dir, stage)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise QslawError(
-            f"{manifest_path} not found", f"run `qslaw-pipe {stage} --run-dir {run_dir}` first"
-        )
+        raise QslawError(f"{manifest_path} not found", f"run `qslaw-pipe {stage} --run-dir {run_dir}` first")
     manifest = json.loads(manifest_path.read_text())
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:

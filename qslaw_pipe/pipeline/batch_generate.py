@@ -9,7 +9,9 @@ from qslaw_pipe.pipeline.prompt import chat_prompt
 
 
 @torch.no_grad()
-def greedy_answers(lm: LoadedModel, samples: list[Sample], max_new_tokens: int = 4, batch_size: int = 16, bar=None) -> list[str]:
+def greedy_answers(
+    lm: LoadedModel, samples: list[Sample], max_new_tokens: int = 4, batch_size: int = 16, bar=None
+) -> list[str]:
     tok = lm.tokenizer
     tok.padding_side = "left"
     outputs = []
@@ -21,7 +23,9 @@ def greedy_answers(lm: LoadedModel, samples: list[Sample], max_new_tokens: int =
             raise ValueError("a batch must be all multimodal or all text")
         kw = {"images": images} if images else {}
         enc = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
-        out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        out = lm.model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )
         outputs += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         if bar is not None:
             bar.update(len(chunk))

@@ -17,8 +17,10 @@ from qslaw_pipe.pipeline.prompt import chat_prompt
 def text_batches(tokenizer, text: str, n: int, seqlen: int) -> list[dict]:
     chunks = token_chunks(tokenizer, text, seqlen, limit=n)
     if len(chunks) < n:
-        raise QslawError(f"calibration text gives {len(chunks)} chunks of {seqlen} tokens, fewer than --nsamples {n}",
-                         "lower --nsamples or --seqlen")
+        raise QslawError(
+            f"calibration text gives {len(chunks)} chunks of {seqlen} tokens, fewer than --nsamples {n}",
+            "lower --nsamples or --seqlen",
+        )
     return [{"input_ids": c.unsqueeze(0)} for c in chunks]
 
 
@@ -29,7 +31,10 @@ def _hybrid_batch(lm: LoadedModel, sample: Sample, filler: torch.Tensor, seqlen:
     enc = lm.processor(images=Image.open(sample.image).convert("RGB"), text=text, return_tensors="pt")
     ids = enc["input_ids"][0]
     if ids.numel() >= seqlen:
-        raise QslawError(f"a multimodal sample has {ids.numel()} tokens, not fewer than --seqlen {seqlen}", "raise --seqlen")
+        raise QslawError(
+            f"a multimodal sample has {ids.numel()} tokens, not fewer than --seqlen {seqlen}",
+            "raise --seqlen",
+        )
     ids = torch.cat([ids, filler[: seqlen - ids.numel()]])
     return {"input_ids": ids.unsqueeze(0), "pixel_values": enc["pixel_values"]}
 

@@ -20,7 +20,12 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows: li
         for key, value in state.items():
             tensors[f"optim/{i}/{key}"] = value.detach().reshape(value.shape).contiguous()
     tensors["rng/torch"] = torch.get_rng_state()
-    header = {"step": step, "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "rows": rows}
+    header = {
+        "step": step,
+        "param_groups": opt["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "rows": rows,
+    }
     tmp = path.with_name(path.name + ".tmp")
     save_tensors(tmp, tensors, header)
     tmp.rename(path)
@@ -33,7 +38,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     with torch.no_grad():
         for key, value in tensors.items():
             if key.startswith("model/"):
-                params[key[len("model/"):]].copy_(value)
+                params[key[len("model/") :]].copy_(value)
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):

@@ -37,6 +37,7 @@ def merge_recipe(cls: type[T], recipe: Path | None, flags: Mapping[str, Any]) ->
 
 def config_to_dict(cfg: Any) -> dict:
     """JSON-ready dict of a config dataclass (paths as strings)."""
+
     def plain(v):
         return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
 

@@ -21,7 +21,10 @@ def batch_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     rows = scored.nonzero()[:, 0]
     is_text = batch["is_text"]
     parts, means = [], {}
-    for name, rows_mask, n in (("multimodal", ~is_text[rows], int((~is_text).sum())), ("text", is_text[rows], int(is_text.sum()))):
+    for name, rows_mask, n in (
+        ("multimodal", ~is_text[rows], int((~is_text).sum())),
+        ("text", is_text[rows], int(is_text.sum())),
+    ):
         if n:
             mean = token_loss[rows_mask].mean()
             parts.append(mean * n)

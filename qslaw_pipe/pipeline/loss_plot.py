@@ -4,7 +4,10 @@ from pathlib import Path
 
 
 def _smooth(values: list[float], k: int = 10) -> list[float]:
-    return [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
+    return [
+        sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1])
+        for i in range(len(values))
+    ]
 
 
 def plot_losses(rows: list[dict], warmup_steps: int, path: Path, title: str) -> None:
@@ -14,7 +17,10 @@ def plot_losses(rows: list[dict], warmup_steps: int, path: Path, title: str) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss_multimodal", "multimodal (answer tokens)"), ("loss_text", "WikiText (all tokens)")):
+    for key, label in (
+        ("loss_multimodal", "multimodal (answer tokens)"),
+        ("loss_text", "WikiText (all tokens)"),
+    ):
         points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if points:
             steps, values = zip(*points, strict=True)

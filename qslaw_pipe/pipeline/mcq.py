@@ -33,5 +33,13 @@ def score(samples: list[Sample], outputs: list[str]) -> dict:
         for key in CATEGORY_KEYS:
             if s.meta.get(key) not in (None, ""):
                 by_cat[key][str(s.meta[key])].append(hit)
-    cats = {k: {v: {"accuracy": sum(h) / len(h), "n": len(h)} for v, h in sorted(vals.items())} for k, vals in by_cat.items()}
-    return {"accuracy": sum(hits) / max(1, len(hits)), "n": len(hits), "unparsed": unparsed, "categories": cats}
+    cats = {
+        k: {v: {"accuracy": sum(h) / len(h), "n": len(h)} for v, h in sorted(vals.items())}
+        for k, vals in by_cat.items()
+    }
+    return {
+        "accuracy": sum(hits) / max(1, len(hits)),
+        "n": len(hits),
+        "unparsed": unparsed,
+        "categories": cats,
+    }

@@ -30,7 +30,10 @@ class LoadedModel:
 def _read_config(path: Path) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
-        raise QslawError(f"{cfg} not found", "pass --model a local Hugging Face model directory (or run `qslaw-pipe prepare`)")
+        raise QslawError(
+            f"{cfg} not found",
+            "pass --model a local Hugging Face model directory (or run `qslaw-pipe prepare`)",
+        )
     return json.loads(cfg.read_text())
 
 

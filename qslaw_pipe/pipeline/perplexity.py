@@ -14,7 +14,9 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, des
     for i in tqdm(range(0, len(windows), batch_size), desc=desc, leave=False):
         ids = windows[i : i + batch_size]
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+        )
         nll += loss.item()
         count += ids[:, 1:].numel()
     return math.exp(nll / count)

@@ -20,14 +20,18 @@ class QslawLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits, self.group_size = q.bits, q.group_size
         delta = q.delta.float()
-        self.register_buffer("w_over_delta", to_groups(linear.weight.detach().float(), q.group_size) / delta.unsqueeze(-1))
+        self.register_buffer(
+            "w_over_delta", to_groups(linear.weight.detach().float(), q.group_size) / delta.unsqueeze(-1)
+        )
         self.register_buffer("delta", delta)
         self.register_buffer("zp", q.zero_point.float())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.scale = nn.Parameter(torch.ones_like(delta), requires_grad=trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return QslawLinearFunction.apply(x, self.scale, self.w_over_delta, self.delta, self.zp, self.bias, self.bits, self.in_features)
+        return QslawLinearFunction.apply(
+            x, self.scale, self.w_over_delta, self.delta, self.zp, self.bias, self.bits, self.in_features
+        )
 
     @torch.no_grad()
     def quantized_weight(self) -> torch.Tensor:
@@ -44,7 +48,9 @@ class QslawLinear(nn.Module):
         return out
 
 
-def attach_qslaw(model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True) -> dict[str, QslawLinear]:
+def attach_qslaw(
+    model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True
+) -> dict[str, QslawLinear]:
     """Replace every Linear named in `qparams` by a QslawLinear, in place."""
     swapped = {}
     for name, q in qparams.items():

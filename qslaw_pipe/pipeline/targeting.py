@@ -27,7 +27,9 @@ def parse_rule(text: str) -> Rule:
     """'PATTERN=ACTION' from the command line."""
     pattern, sep, action = text.rpartition("=")
     if not sep or action not in ACTIONS:
-        raise QslawError(f"bad targeting rule '{text}'", "write PATTERN=quantize or PATTERN=skip (PATTERN may be re:REGEX)")
+        raise QslawError(
+            f"bad targeting rule '{text}'", "write PATTERN=quantize or PATTERN=skip (PATTERN may be re:REGEX)"
+        )
     return pattern, action
 
 
@@ -45,7 +47,11 @@ def resolve_targets(model: nn.Module, rules: Sequence[Rule] | None = None) -> di
         if not isinstance(module, nn.Linear):
             continue
         rule = next(r for r in ordered if _matches(r[0], name))
-        decisions[name] = {"action": rule[1], "rule": f"{rule[0]}={rule[1]}", "shape": list(module.weight.shape)}
+        decisions[name] = {
+            "action": rule[1],
+            "rule": f"{rule[0]}={rule[1]}",
+            "shape": list(module.weight.shape),
+        }
     return decisions
 
 

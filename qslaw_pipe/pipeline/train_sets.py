@@ -21,12 +21,16 @@ def load_samples(data: str, split: str, seed: int = 0) -> list[Sample]:
         from qslaw_pipe.pipeline.data.llava_json import load_llava_json
 
         return load_llava_json(path)
-    raise QslawError(f"--data {data} is neither 'easyvqa', a ScienceQA directory nor a .json file", "pass one of those")
+    raise QslawError(
+        f"--data {data} is neither 'easyvqa', a ScienceQA directory nor a .json file", "pass one of those"
+    )
 
 
 def load_train_samples(data: str, seed: int = 0) -> list[Sample]:
     """The multimodal training samples (text-only records are left to the WikiText part)."""
     samples = [s for s in load_samples(data, "train", seed) if s.image is not None]
     if not samples:
-        raise QslawError(f"--data {data} has no training sample with an image", "use a multimodal instruction set")
+        raise QslawError(
+            f"--data {data} has no training sample with an image", "use a multimodal instruction set"
+        )
     return samples

@@ -53,7 +53,9 @@ def mm_example(processor, sample: Sample) -> Example:
     tok = processor.tokenizer
     prompt = chat_prompt(tok, sample.prompt, with_image=True)
     enc = processor(images=Image.open(sample.image).convert("RGB"), text=prompt, return_tensors="pt")
-    answer = tok(sample.target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    answer = tok(sample.target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ][0]
     ids = torch.cat([enc["input_ids"][0], answer])
     labels = torch.cat([torch.full_like(enc["input_ids"][0], IGNORE), answer])
     return Example(ids, labels, enc["pixel_values"], "multimodal")
@@ -66,12 +68,22 @@ def text_example(chunk: torch.Tensor) -> Example:
 class StepSampler:
     """Draws step `t`'s examples from the multimodal pool and the text chunks."""
 
-    def __init__(self, processor, samples: list[Sample], chunks: list[torch.Tensor], batch_size: int,
-                 warmup_steps: int, mix: tuple[int, int], seed: int):
+    def __init__(
+        self,
+        processor,
+        samples: list[Sample],
+        chunks: list[torch.Tensor],
+        batch_size: int,
+        warmup_steps: int,
+        mix: tuple[int, int],
+        seed: int,
+    ):
         if not samples:
             raise QslawError("no multimodal training samples", "check --data")
         if mix[1] and len(chunks) == 0:
-            raise QslawError("no text chunks for the text part of --mix-ratio", "use a longer --text or --mix-ratio 1:0")
+            raise QslawError(
+                "no text chunks for the text part of --mix-ratio", "use a longer --text or --mix-ratio 1:0"
+            )
         self.samples, self.chunks, self.batch_size = samples, chunks, batch_size
         self.warmup_steps, self.mix, self.seed = warmup_steps, mix, seed
         self._mm = lru_cache(maxsize=4096)(lambda i: mm_example(processor, samples[i]))
@@ -96,8 +108,12 @@ def collate(examples: list[Example], pad_id: int) -> dict:
     for i, e in enumerate(examples):
         n = e.input_ids.numel()
         ids[i, :n], labels[i, :n], mask[i, :n] = e.input_ids, e.labels, 1
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
-             "is_text": torch.tensor([e.modality == "text" for e in examples])}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "is_text": torch.tensor([e.modality == "text" for e in examples]),
+    }
     pixels = [e.pixel_values for e in examples if e.pixel_values is not None]
     if pixels:
         batch["pixel_values"] = torch.cat(pixels)

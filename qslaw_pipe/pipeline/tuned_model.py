@@ -16,7 +16,9 @@ from qslaw_pipe.pipeline.tune_methods import QUANTIZED, load_trainable, prepare_
 TRAINABLE_FILE = "trainable.safetensors"
 
 
-def build_method_model(model_dir: Path, method: str, calib: Artifact | None, lora_rank: int = 16, lora_alpha: int = 32) -> LoadedModel:
+def build_method_model(
+    model_dir: Path, method: str, calib: Artifact | None, lora_rank: int = 16, lora_alpha: int = 32
+) -> LoadedModel:
     """The base model at `model_dir` turned into `method`'s trainable form."""
     lm = load_model(model_dir)
     if not lm.multimodal:

@@ -68,12 +68,18 @@ class CalibrateConfig:
     rules: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
-        checks = [(self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
-                  (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),
-                  (self.method in METHODS, f"--method {self.method}", f"use one of {METHODS}"),
-                  (self.calib in CALIBS, f"--calib {self.calib}", f"use one of {CALIBS}"),
-                  (self.nsamples > 0 and self.seqlen > 1 and self.epochs >= 0, "--nsamples/--seqlen/--epochs", "use positive values"),
-                  (self.lr > 0 and self.batch_size > 0, "--lr/--batch-size", "use positive values")]
+        checks = [
+            (self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
+            (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),
+            (self.method in METHODS, f"--method {self.method}", f"use one of {METHODS}"),
+            (self.calib in CALIBS, f"--calib {self.calib}", f"use one of {CALIBS}"),
+            (
+                self.nsamples > 0 and self.seqlen > 1 and self.epochs >= 0,
+                "--nsamples/--seqlen/--epochs",
+                "use positive values",
+            ),
+            (self.lr > 0 and self.batch_size > 0, "--lr/--batch-size", "use positive values"),
+        ]
         for ok, what, fix in checks:
             if not ok:
                 raise QslawError(f"invalid {what}", fix)
@@ -91,19 +97,34 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _batched_loss(fn, q_in, fp_out, bs) -> float:
     with torch.no_grad():
-        total = sum(_mse(fn(q_in[i : i + bs]), fp_out[i : i + bs]).item() * len(q_in[i : i + bs]) for i in range(0, len(q_in), bs))
+        total = sum(
+            _mse(fn(q_in[i : i + bs]), fp_out[i : i + bs]).item() * len(q_in[i : i + bs])
+            for i in range(0, len(q_in), bs)
+        )
     return total / len(q_in)
 
 
-def calibrate_block(block, local_names: list[str], fp_in, q_in, kwargs, cfg: CalibrateConfig, index: int, bar: bool = True):
+def calibrate_block(
+    block, local_names: list[str], fp_in, q_in, kwargs, cfg: CalibrateConfig, index: int, bar: bool = True
+):
     """Train clipping for the block's quantized Linears. Returns (qparams, fp_out, q_out, losses)."""
     linears = {n: block.get_submodule(n) for n in local_names}
-    quantizers = {n: ClippedQuantizer(m.weight, cfg.bits, layer_group_size(cfg, m.in_features)) for n, m in linears.items()}
+    quantizers = {
+        n: ClippedQuantizer(m.weight, cfg.bits, layer_group_size(cfg, m.in_features))
+        for n, m in linears.items()
+    }
     with torch.no_grad():
-        fp_out = torch.cat([run_block(block, fp_in[i : i + cfg.batch_size], kwargs) for i in range(0, len(fp_in), cfg.batch_size)])
+        fp_out = torch.cat(
+            [
+                run_block(block, fp_in[i : i + cfg.batch_size], kwargs)
+                for i in range(0, len(fp_in), cfg.batch_size)
+            ]
+        )
 
     def q_forward(x, final=None):
-        weights = {f"{n}.weight": (final[n] if final else quantizers[n](m.weight)) for n, m in linears.items()}
+        weights = {
+            f"{n}.weight": (final[n] if final else quantizers[n](m.weight)) for n, m in linears.items()
+        }
         return functional_call(block, weights, (x,), kwargs)
 
     before = _batched_loss(q_forward, q_in, fp_out, cfg.batch_size)
@@ -127,10 +148,20 @@ def calibrate_block(block, local_names: list[str], fp_in, q_in, kwargs, cfg: Cal
     with torch.no_grad():
         for n, q in quantizers.items():
             delta, zp = q.qparams(ste=False)
-            qparams[n] = (delta.detach().clone(), zp.to(torch.uint8), q.upper.detach().clone(), q.lower.detach().clone())
-        final = {n: fake_quant(linears[n].weight, d, z, cfg.bits, quantizers[n].group_size) for n, (d, z, _, _) in qparams.items()}
+            qparams[n] = (
+                delta.detach().clone(),
+                zp.to(torch.uint8),
+                q.upper.detach().clone(),
+                q.lower.detach().clone(),
+            )
+        final = {
+            n: fake_quant(linears[n].weight, d, z, cfg.bits, quantizers[n].group_size)
+            for n, (d, z, _, _) in qparams.items()
+        }
         after = _batched_loss(lambda x: q_forward(x, final), q_in, fp_out, cfg.batch_size)
-        q_out = torch.cat([q_forward(q_in[i : i + cfg.batch_size], final) for i in range(0, len(q_in), cfg.batch_size)])
+        q_out = torch.cat(
+            [q_forward(q_in[i : i + cfg.batch_size], final) for i in range(0, len(q_in), cfg.batch_size)]
+        )
     return qparams, fp_out, q_out, {"block": index, "loss_before": before, "loss_after": after}
 
 
@@ -149,7 +180,9 @@ def _calibration_batches(lm, cfg: CalibrateConfig, text_path: Path) -> list[dict
     return hybrid_batches(lm, text, load_easyvqa("train", cfg.seed), cfg.nsamples, cfg.seqlen)
 
 
-def omniquant(lm, targets: list[str], cfg: CalibrateConfig, text_path: Path, resume_dir: Path, bar: bool = True):
+def omniquant(
+    lm, targets: list[str], cfg: CalibrateConfig, text_path: Path, resume_dir: Path, bar: bool = True
+):
     """Block-wise OmniQuant; returns ({layer: (delta, zp, upper, lower)}, per-block losses)."""
     layers = modules.decoder_layers(lm.model)
     prefix = modules.module_name(lm.model, layers)
@@ -174,12 +207,18 @@ def omniquant(lm, targets: list[str], cfg: CalibrateConfig, text_path: Path, res
         else:
             layers[i].requires_grad_(False)
             qp, fp_in, q_in, loss = calibrate_block(layers[i], local, fp_in, q_in, kwargs, cfg, i, bar)
-            saved = {f"{n}.{k}": t for n, ts in qp.items() for k, t in zip(("delta", "zero_point", "lwc_upper", "lwc_lower"), ts, strict=True)}
+            saved = {
+                f"{n}.{k}": t
+                for n, ts in qp.items()
+                for k, t in zip(("delta", "zero_point", "lwc_upper", "lwc_lower"), ts, strict=True)
+            }
             _save_atomic(block_file, saved, {"losses": loss})
             _save_atomic(state_path, {"fp_in": fp_in, "q_in": q_in}, {"next_block": i + 1})
             losses.append(loss)
         for n in local:
-            results[f"{prefix}.{i}.{n}"] = tuple(saved[f"{n}.{k}"] for k in ("delta", "zero_point", "lwc_upper", "lwc_lower"))
+            results[f"{prefix}.{i}.{n}"] = tuple(
+                saved[f"{n}.{k}"] for k in ("delta", "zero_point", "lwc_upper", "lwc_lower")
+            )
     return results, losses
 
 
@@ -196,12 +235,21 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
     tensors, losses = {}, []
     if cfg.method == "rtn":
         for t in targets:
-            tensors[f"{t}.delta"], tensors[f"{t}.zero_point"] = rtn_qparams(named[t].weight.detach(), cfg.bits, group_sizes[t])
+            tensors[f"{t}.delta"], tensors[f"{t}.zero_point"] = rtn_qparams(
+                named[t].weight.detach(), cfg.bits, group_sizes[t]
+            )
     else:
         results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar)
         for t, (d, z, up, lo) in results.items():
-            tensors.update({f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo})
-    header = {"bits": cfg.bits, "group_sizes": group_sizes, "method": cfg.method, "layout": "delta,zero_point [out, n_groups]"}
+            tensors.update(
+                {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
+            )
+    header = {
+        "bits": cfg.bits,
+        "group_sizes": group_sizes,
+        "method": cfg.method,
+        "layout": "delta,zero_point [out, n_groups]",
+    }
     save_tensors(out / QPARAMS_FILE, tensors, header)
     (out / "targets.json").write_text(json.dumps(decisions, indent=1))
     if (out / "resume").exists():
@@ -209,10 +257,23 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
     return {"layers": len(targets), "blocks": losses, "calibration_s": round(time.perf_counter() - start, 2)}
 
 
-def run(cfg: CalibrateConfig, run_dir: Path, model_dir: Path, text_path: Path, force: bool = False, bar: bool = True) -> StageResult:
+def run(
+    cfg: CalibrateConfig,
+    run_dir: Path,
+    model_dir: Path,
+    text_path: Path,
+    force: bool = False,
+    bar: bool = True,
+) -> StageResult:
     inputs = {"model": model_dir, "text": text_path}
-    return run_stage(run_dir, "calibrate", config_to_dict(cfg), inputs,
-                     lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar), force=force)
+    return run_stage(
+        run_dir,
+        "calibrate",
+        config_to_dict(cfg),
+        inputs,
+        lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar),
+        force=force,
+    )
 
 
 def _group(value: str) -> int:
@@ -222,20 +283,47 @@ def _group(value: str) -> int:
 @click.command("calibrate")
 @run_dir_option
 @model_option
-@click.option("--bits", type=click.Choice(["2", "3", "4", "8"]), default=None, help="Weight bits.  [default: 4]")
-@click.option("--group-size", type=click.Choice(["32", "64", "128", "per-channel"]), default=None,
-              help="Inputs per quantization group; a short last group is allowed (576 = 4x128 + 64).  [default: 128]")
-@click.option("--method", type=click.Choice(METHODS), default=None, help="omniquant (learned clipping) or rtn (min-max).  [default: omniquant]")
-@click.option("--calib", type=click.Choice(CALIBS), default=None, help="text: WikiText chunks; hybrid: each chunk led by an easy-VQA image sample.  [default: text]")
+@click.option(
+    "--bits", type=click.Choice(["2", "3", "4", "8"]), default=None, help="Weight bits.  [default: 4]"
+)
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128", "per-channel"]),
+    default=None,
+    help="Inputs per quantization group; a short last group is allowed (576 = 4x128 + 64).  [default: 128]",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="omniquant (learned clipping) or rtn (min-max).  [default: omniquant]",
+)
+@click.option(
+    "--calib",
+    type=click.Choice(CALIBS),
+    default=None,
+    help="text: WikiText chunks; hybrid: each chunk led by an easy-VQA image sample.  [default: text]",
+)
 @click.option("--nsamples", type=int, default=None, help="Calibration sequences.  [default: 32]")
 @click.option("--seqlen", type=int, default=None, help="Tokens per sequence.  [default: 512]")
 @click.option("--epochs", type=int, default=None, help="Passes over the samples per block.  [default: 3]")
-@click.option("--lr", type=float, default=None, help="AdamW learning rate of the clipping logits.  [default: 5e-3]")
+@click.option(
+    "--lr", type=float, default=None, help="AdamW learning rate of the clipping logits.  [default: 5e-3]"
+)
 @click.option("--batch-size", type=int, default=None, help="Sequences per step.  [default: 4]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
-@click.option("--rule", "rules", multiple=True, help="Targeting rule PATTERN=quantize|skip (PATTERN exact or re:REGEX), before the defaults.")
-@click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Raw text corpus; its first half calibrates. Default: WikiText-2 test from ../shared/data ($QSLAW_TEXT).")
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    help="Targeting rule PATTERN=quantize|skip (PATTERN exact or re:REGEX), before the defaults.",
+)
+@click.option(
+    "--text",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Raw text corpus; its first half calibrates. Default: WikiText-2 test from ../shared/data ($QSLAW_TEXT).",
+)
 @config_option
 @force_option
 @json_option
@@ -243,11 +331,18 @@ def _group(value: str) -> int:
 def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rules, **flags) -> None:
     """OmniQuant (or RTN) int-k qparams for the LM's decoder Linears -> RUN_DIR/calibrate/."""
     quiet_libraries()
-    flags.update(bits=int(bits) if bits else None, group_size=_group(group_size) if group_size else None,
-                 rules=tuple(rules) or None)
+    flags.update(
+        bits=int(bits) if bits else None,
+        group_size=_group(group_size) if group_size else None,
+        rules=tuple(rules) or None,
+    )
     cfg = merge_recipe(CalibrateConfig, recipe, flags)
     result = run(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
     m = result.artifact.metrics
-    lines = [f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({m['layers']} layers, {cfg.method}, W{cfg.bits})"]
-    lines += [f"  block {b['block']:2d}: loss {b['loss_before']:.3e} -> {b['loss_after']:.3e}" for b in m["blocks"]]
+    lines = [
+        f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({m['layers']} layers, {cfg.method}, W{cfg.bits})"
+    ]
+    lines += [
+        f"  block {b['block']:2d}: loss {b['loss_before']:.3e} -> {b['loss_after']:.3e}" for b in m["blocks"]
+    ]
     emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, "\n".join(lines))

@@ -36,13 +36,17 @@ class McqConfig:
 
     def __post_init__(self):
         if self.limit < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise QslawError("invalid --limit/--batch-size/--max-new-tokens", "use limit >= 0 and positive sizes")
+            raise QslawError(
+                "invalid --limit/--batch-size/--max-new-tokens", "use limit >= 0 and positive sizes"
+            )
 
 
 def mcq_samples(cfg: McqConfig) -> list:
     samples = [s for s in load_samples(cfg.data, cfg.split, cfg.seed) if s.choices]
     if not samples:
-        raise QslawError(f"--data {cfg.data} split {cfg.split} has no multiple-choice question", "use easyvqa or ScienceQA")
+        raise QslawError(
+            f"--data {cfg.data} split {cfg.split} has no multiple-choice question", "use easyvqa or ScienceQA"
+        )
     if cfg.limit and cfg.limit < len(samples):
         samples = random.Random(cfg.seed).sample(samples, cfg.limit)
     # images first, then text: a generation batch is all one modality
@@ -67,8 +71,15 @@ def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> 
 def run_mcq(cfg: McqConfig, run_dir: Path, force: bool = False, bar: bool = True) -> StageResult:
     read_artifact(run_dir, "tune")
     inputs = {"tune": stage_dir(run_dir, "tune")}
-    return run_stage(run_dir, "eval-mcq", config_to_dict(cfg), inputs,
-                     lambda out, _r: evaluate_mcq(run_dir, cfg, out, bar), force=force, model_input=None)
+    return run_stage(
+        run_dir,
+        "eval-mcq",
+        config_to_dict(cfg),
+        inputs,
+        lambda out, _r: evaluate_mcq(run_dir, cfg, out, bar),
+        force=force,
+        model_input=None,
+    )
 
 
 def label(run_dir: Path, metrics: dict) -> str:
@@ -84,7 +95,13 @@ def table(results: list[tuple[Path, dict]]) -> str:
     rows = [("overall", [m["accuracy"] for _, m in results], results[0][1]["n"])]
     for key, values in results[0][1]["categories"].items():
         for value, v in values.items():
-            rows.append((f"{key}={value}", [m["categories"].get(key, {}).get(value, {}).get("accuracy") for _, m in results], v["n"]))
+            rows.append(
+                (
+                    f"{key}={value}",
+                    [m["categories"].get(key, {}).get(value, {}).get("accuracy") for _, m in results],
+                    v["n"],
+                )
+            )
     width = max(12, *(len(h) for h in heads))
     lines = [f"{'':<24}{'n':>6}  " + "  ".join(f"{h:>{width}}" for h in heads)]
     for name, accs, n in rows:
@@ -94,12 +111,21 @@ def table(results: list[tuple[Path, dict]]) -> str:
 
 
 @click.command("mcq")
-@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="Run directory with a finished tune/.")
-@click.option("--baseline", "baselines", type=click.Path(path_type=Path), multiple=True,
-              help="Another tuned run directory to score on the same questions (repeatable).")
+@click.option(
+    "--run-dir", type=click.Path(path_type=Path), required=True, help="Run directory with a finished tune/."
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Another tuned run directory to score on the same questions (repeatable).",
+)
 @click.option("--data", default="easyvqa", show_default=True, help="easyvqa, or a ScienceQA directory.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--limit", type=int, default=500, show_default=True, help="Questions scored (seeded subset; 0 = all).")
+@click.option(
+    "--limit", type=int, default=500, show_default=True, help="Questions scored (seeded subset; 0 = all)."
+)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @force_option

@@ -46,16 +46,30 @@ def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig
     quant = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(calib))
     q = perplexity(quant, windows, cfg.batch_size, "quantized")
     c = calib.config
-    return {"fp": fp, "quantized": q, "windows": len(windows), "seqlen": cfg.seqlen, "split": "eval (second half)",
-            "quantizer": f"{c['method']} W{c['bits']} g{c['group_size']}"}
+    return {
+        "fp": fp,
+        "quantized": q,
+        "windows": len(windows),
+        "seqlen": cfg.seqlen,
+        "split": "eval (second half)",
+        "quantizer": f"{c['method']} W{c['bits']} g{c['group_size']}",
+    }
 
 
-def run_ppl(cfg: PplConfig, run_dir: Path, model_dir: Path, text_path: Path, force: bool = False) -> StageResult:
+def run_ppl(
+    cfg: PplConfig, run_dir: Path, model_dir: Path, text_path: Path, force: bool = False
+) -> StageResult:
     inputs = {"model": model_dir, "text": text_path, "calibrate": stage_dir(run_dir, "calibrate")}
     if not (inputs["calibrate"] / "manifest.json").is_file():
         read_artifact(run_dir, "calibrate")  # raises the one-line error naming the missing file
-    return run_stage(run_dir, "eval-ppl", config_to_dict(cfg), inputs,
-                     lambda _out, _r: evaluate_ppl(model_dir, run_dir, text_path, cfg), force=force)
+    return run_stage(
+        run_dir,
+        "eval-ppl",
+        config_to_dict(cfg),
+        inputs,
+        lambda _out, _r: evaluate_ppl(model_dir, run_dir, text_path, cfg),
+        force=force,
+    )
 
 
 @click.group("eval")
@@ -67,18 +81,36 @@ def group() -> None:
 @run_dir_option
 @model_option
 @click.option("--seqlen", type=int, default=512, show_default=True, help="Tokens per window.")
-@click.option("--windows", type=int, default=32, show_default=True, help="Held-out windows scored (from the start of the second half).")
+@click.option(
+    "--windows",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Held-out windows scored (from the start of the second half).",
+)
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Raw text corpus; its second half is held out. Default: WikiText-2 test ($QSLAW_TEXT).")
+@click.option(
+    "--text",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Raw text corpus; its second half is held out. Default: WikiText-2 test ($QSLAW_TEXT).",
+)
 @force_option
 @json_option
 @user_errors
 def ppl_command(run_dir, model, seqlen, windows, batch_size, text, force, as_json) -> None:
     """Perplexity of the full-precision LM and of RUN_DIR/calibrate's fake-quant LM, side by side."""
     quiet_libraries()
-    result = run_ppl(PplConfig(seqlen, windows, batch_size), run_dir, resolve_model(model), text or default_text_path(), force)
+    result = run_ppl(
+        PplConfig(seqlen, windows, batch_size),
+        run_dir,
+        resolve_model(model),
+        text or default_text_path(),
+        force,
+    )
     m = result.artifact.metrics
-    human = (f"perplexity, held-out {m['split']}, {m['windows']} x {m['seqlen']} tokens\n"
-             f"  {'full precision':<24}{m['fp']:10.2f}\n  {m['quantizer']:<24}{m['quantized']:10.2f}")
+    human = (
+        f"perplexity, held-out {m['split']}, {m['windows']} x {m['seqlen']} tokens\n"
+        f"  {'full precision':<24}{m['fp']:10.2f}\n  {m['quantizer']:<24}{m['quantized']:10.2f}"
+    )
     emit({"artifact": str(result.artifact.path), **m}, as_json, human)

@@ -21,8 +21,14 @@ def open_image(path: Path) -> Image.Image:
 
 
 @torch.no_grad()
-def generate(lm: LoadedModel, prompt: str, image: Image.Image | None, max_new_tokens: int = 32,
-             temperature: float = 0.0, seed: int = 0) -> str:
+def generate(
+    lm: LoadedModel,
+    prompt: str,
+    image: Image.Image | None,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
     """Decode an answer; temperature 0 is greedy."""
     torch.manual_seed(seed)
     text = chat_prompt(lm.tokenizer, prompt, with_image=image is not None and lm.multimodal)
@@ -32,20 +38,24 @@ def generate(lm: LoadedModel, prompt: str, image: Image.Image | None, max_new_to
         inputs = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
-    return lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def resolve_model(model: Path | None) -> Path:
     path = model or default_model_dir()
     if not (Path(path) / "config.json").is_file():
-        hint = "run `qslaw-pipe prepare` first" if model is None else "pass a local Hugging Face model directory"
+        hint = (
+            "run `qslaw-pipe prepare` first" if model is None else "pass a local Hugging Face model directory"
+        )
         raise QslawError(f"no model at {path}", hint)
     return Path(path)
 
 
 @click.command("generate")
 @model_option
-@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Image file (PNG/JPEG).")
+@click.option(
+    "--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Image file (PNG/JPEG)."
+)
 @click.option("--prompt", required=True, help="The question or instruction.")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 decodes greedily.")

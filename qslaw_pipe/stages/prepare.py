@@ -30,14 +30,19 @@ class PrepareConfig:
 
     def __post_init__(self):
         if self.image_size % 14 or not 28 <= self.image_size <= 518:
-            raise QslawError(f"--image-size {self.image_size} is not a multiple of 14 in [28, 518]", "try 84 (36 image tokens)")
+            raise QslawError(
+                f"--image-size {self.image_size} is not a multiple of 14 in [28, 518]",
+                "try 84 (36 image tokens)",
+            )
 
 
 def package_file(package: str, relative: str) -> Path:
     """A file shipped inside an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise QslawError(f"package {package} is not installed", "run ./install.sh (it installs the asset packages)")
+        raise QslawError(
+            f"package {package} is not installed", "run ./install.sh (it installs the asset packages)"
+        )
     path = Path(spec.submodule_search_locations[0]) / relative
     if not path.is_file():
         raise QslawError(f"{path} missing from package {package}", "reinstall it with ./install.sh")
@@ -53,7 +58,9 @@ def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) ->
     vision = dinov2_from_onnx(onnx_path)
     diff = check_against_onnxruntime(vision, onnx_path)
     if diff > VISION_ONNX_TOLERANCE:
-        raise QslawError(f"converted DINOv2 differs from onnxruntime by {diff:.2e}", "report this: the ONNX layout changed")
+        raise QslawError(
+            f"converted DINOv2 differs from onnxruntime by {diff:.2e}", "report this: the ONNX layout changed"
+        )
     lm, tokenizer = load_gguf(gguf)
     model, processor = assemble_llava(lm, vision, tokenizer, cfg.image_size, cfg.seed)
     model.save_pretrained(out)
@@ -66,7 +73,10 @@ def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) ->
 
 
 def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
-    inputs = {"gguf": package_file(GGUF_PACKAGE, GGUF_FILE), "vision_onnx": package_file(ONNX_PACKAGE, ONNX_FILE)}
+    inputs = {
+        "gguf": package_file(GGUF_PACKAGE, GGUF_FILE),
+        "vision_onnx": package_file(ONNX_PACKAGE, ONNX_FILE),
+    }
 
     def work(out: Path, _resuming: bool) -> dict:
         return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out)
@@ -76,9 +86,16 @@ def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
 
 
 @click.command("prepare")
-@click.option("--image-size", type=int, default=84, show_default=True,
-              help="Square input size for DINOv2; image tokens = (size/14)^2 (84 -> 36).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the projector's initialisation.")
+@click.option(
+    "--image-size",
+    type=int,
+    default=84,
+    show_default=True,
+    help="Square input size for DINOv2; image tokens = (size/14)^2 (84 -> 36).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the projector's initialisation."
+)
 @force_option
 @json_option
 @user_errors
@@ -87,5 +104,8 @@ def command(image_size: int, seed: int, force: bool, as_json: bool) -> None:
     quiet_libraries()
     result = run(PrepareConfig(image_size, seed), force)
     verb = "reused" if result.reused else "built"
-    emit({"model_dir": str(result.artifact.path), "reused": result.reused, **result.artifact.metrics}, as_json,
-         f"{verb} default model at {result.artifact.path}")
+    emit(
+        {"model_dir": str(result.artifact.path), "reused": result.reused, **result.artifact.metrics},
+        as_json,
+        f"{verb} default model at {result.artifact.path}",
+    )

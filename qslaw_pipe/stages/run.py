@@ -42,8 +42,17 @@ def command(run_dir, bits, epochs, nsamples, windows, as_json) -> None:
     click.echo(f"[3/4] eval ppl  -> fp {ppl['fp']:.2f}, {ppl['quantizer']} {ppl['quantized']:.2f}", err=True)
     sample = demo_sample()
     answer = generate(load_model(model), sample.prompt, open_image(sample.image), max_new_tokens=16)
-    click.echo("[4/4] generate  -> answer about an easy-VQA test image (projector untrained until `tune`)", err=True)
-    result = {"model": str(model), "run_dir": str(run_dir), "perplexity": ppl, "demo": {"prompt": sample.prompt, "answer": answer}}
-    human = (f"perplexity (held-out WikiText): fp {ppl['fp']:.2f}  {ppl['quantizer']} {ppl['quantized']:.2f}\n"
-             f"demo question: {sample.prompt.splitlines()[0]}\nanswer: {answer}")
+    click.echo(
+        "[4/4] generate  -> answer about an easy-VQA test image (projector untrained until `tune`)", err=True
+    )
+    result = {
+        "model": str(model),
+        "run_dir": str(run_dir),
+        "perplexity": ppl,
+        "demo": {"prompt": sample.prompt, "answer": answer},
+    }
+    human = (
+        f"perplexity (held-out WikiText): fp {ppl['fp']:.2f}  {ppl['quantizer']} {ppl['quantized']:.2f}\n"
+        f"demo question: {sample.prompt.splitlines()[0]}\nanswer: {answer}"
+    )
     emit(result, as_json, human)

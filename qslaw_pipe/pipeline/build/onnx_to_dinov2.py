@@ -36,7 +36,9 @@ def _position_embeddings(inits: dict, hidden: int) -> np.ndarray:
     cls = [a for a in cands if a.shape == (1, 1, hidden)]
     grid = [a for a in cands if a.ndim == 3 and a.shape[0] == 1 and a.shape[2] == hidden and a.shape[1] > 1]
     if len(cls) != 1 or len(grid) != 1:
-        raise QslawError("cannot identify DINOv2 position embeddings in the ONNX file", "export it with opset >= 14")
+        raise QslawError(
+            "cannot identify DINOv2 position embeddings in the ONNX file", "export it with opset >= 14"
+        )
     return np.concatenate([cls[0], grid[0]], axis=1)
 
 
@@ -94,11 +96,15 @@ def layernorm_output_name(onnx_path: Path, prefix: str = "backbone") -> str:
     head = f"/{prefix}/layernorm/" if prefix else "/layernorm/"
     nodes = [n for n in graph.node if n.name.startswith(head)]
     if not nodes:
-        raise QslawError(f"{onnx_path} has no node under {head}", "pass the backbone prefix with --vision-prefix")
+        raise QslawError(
+            f"{onnx_path} has no node under {head}", "pass the backbone prefix with --vision-prefix"
+        )
     return nodes[-1].output[0]
 
 
-def check_against_onnxruntime(model: Dinov2Model, onnx_path: Path, prefix: str = "backbone", size: int = 224) -> float:
+def check_against_onnxruntime(
+    model: Dinov2Model, onnx_path: Path, prefix: str = "backbone", size: int = 224
+) -> float:
     """Max abs difference between our Dinov2Model and onnxruntime on a random image batch."""
     pixels = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     ref = onnx_backbone_output(onnx_path, pixels, layernorm_output_name(onnx_path, prefix))

@@ -41,7 +41,9 @@ def easyvqa_samples(questions, answers_, image_ids, image_paths, all_answers, se
         options = _options(a, family, random.Random(seed * 1_000_003 + i))
         prompt = mc_prompt(q[0].upper() + q[1:], options)
         meta = {"question_type": qtype, "index": i}
-        samples.append(Sample(Path(image_paths[img]), prompt, LETTERS[options.index(a)], tuple(options), meta))
+        samples.append(
+            Sample(Path(image_paths[img]), prompt, LETTERS[options.index(a)], tuple(options), meta)
+        )
     return samples
 
 
@@ -50,7 +52,9 @@ def load_easyvqa(split: str, seed: int = 0) -> list[Sample]:
     try:
         import easy_vqa
     except ImportError as e:
-        raise QslawError("the easy-vqa package is not installed", "run ./install.sh (or pip install easy-vqa)") from e
+        raise QslawError(
+            "the easy-vqa package is not installed", "run ./install.sh (or pip install easy-vqa)"
+        ) from e
     if split not in ("train", "test"):
         raise QslawError(f"easy-VQA has no split '{split}'", "use train or test")
     get_q = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions

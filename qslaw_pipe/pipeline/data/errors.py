@@ -15,5 +15,7 @@ def require(path: Path, record: object, entry: dict, field: str, kind: type | tu
         raise bad_record(path, record, field, "missing")
     value = entry[field]
     if not isinstance(value, kind):
-        raise bad_record(path, record, field, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        raise bad_record(
+            path, record, field, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
+        )
     return value

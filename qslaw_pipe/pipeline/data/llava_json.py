@@ -28,7 +28,9 @@ def _record_samples(path: Path, image_root: Path, idx: int, rec: dict) -> list[S
         who = require(path, record, turn, "from", str)
         text = require(path, record, turn, "value", str).replace("<image>", "").strip()
         if who != _ROLES[t % 2]:
-            raise bad_record(path, record, f"conversations[{t}].from", f"expected '{_ROLES[t % 2]}', got '{who}'")
+            raise bad_record(
+                path, record, f"conversations[{t}].from", f"expected '{_ROLES[t % 2]}', got '{who}'"
+            )
         if who == "gpt":
             samples.append(Sample(image, "\n".join(history), text, (), {"source": "llava"}))
         history.append(text)
@@ -47,6 +49,8 @@ def load_llava_json(path: Path, image_root: Path | None = None) -> list[Sample]:
     except json.JSONDecodeError as e:
         raise QslawError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", "fix the file") from e
     if not isinstance(records, list):
-        raise QslawError(f"{path} holds a {type(records).__name__}, expected a list of records", "wrap records in [...]")
+        raise QslawError(
+            f"{path} holds a {type(records).__name__}, expected a list of records", "wrap records in [...]"
+        )
     root = Path(image_root) if image_root else path.parent
     return [s for i, rec in enumerate(records) for s in _record_samples(path, root, i, rec)]

@@ -33,7 +33,9 @@ def _problem_sample(root: Path, path: Path, split: str, pid: str, p: dict) -> Sa
         "context": _context_modality(image is not None, hint),
         "grade": p.get("grade", ""),
     }
-    return Sample(image, mc_prompt(question, [str(c) for c in choices], hint), LETTERS[answer], tuple(choices), meta)
+    return Sample(
+        image, mc_prompt(question, [str(c) for c in choices], hint), LETTERS[answer], tuple(choices), meta
+    )
 
 
 def load_scienceqa(root: Path, split: str, image_only: bool = False) -> list[Sample]:
@@ -42,7 +44,9 @@ def load_scienceqa(root: Path, split: str, image_only: bool = False) -> list[Sam
     problems_path, splits_path = root / "problems.json", root / "pid_splits.json"
     for f in (problems_path, splits_path):
         if not f.is_file():
-            raise QslawError(f"{f} not found", "pass the ScienceQA directory holding problems.json and pid_splits.json")
+            raise QslawError(
+                f"{f} not found", "pass the ScienceQA directory holding problems.json and pid_splits.json"
+            )
     problems = json.loads(problems_path.read_text())
     splits = json.loads(splits_path.read_text())
     if split not in splits:

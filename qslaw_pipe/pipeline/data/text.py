@@ -18,7 +18,9 @@ SPLITS = ("calib", "eval")
 def read_text(path: Path) -> str:
     path = Path(path)
     if not path.is_file():
-        raise QslawError(f"text corpus {path} not found", "pass --text PATH to a raw text file (e.g. wiki.test.raw)")
+        raise QslawError(
+            f"text corpus {path} not found", "pass --text PATH to a raw text file (e.g. wiki.test.raw)"
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -38,7 +40,9 @@ def token_chunks(tokenizer, text: str, seqlen: int, limit: int | None = None) ->
     if limit is not None:
         n = min(n, limit)
     if n == 0:
-        raise QslawError(f"text has {ids.numel()} tokens, fewer than one {seqlen}-token chunk", "use a smaller --seqlen")
+        raise QslawError(
+            f"text has {ids.numel()} tokens, fewer than one {seqlen}-token chunk", "use a smaller --seqlen"
+        )
     return ids[: n * seqlen].view(n, seqlen).clone()
 
 
