@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--lr", type=float, default=cal.CalibrateConfig.lr)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-calibrate")
     args = ap.parse_args()
     quiet_libraries()

@@ -1,5 +1,6 @@
 """QSLAW fake quantization: fused autograd function vs the reference, hand-derived gradient of s."""
 
+import pytest
 import torch
 
 from qslaw_pipe.kernels.qslaw import QslawLinearFunction, qslaw_reference
@@ -21,7 +22,8 @@ def test_scale_one_equals_calibrated_fake_quant():
     assert torch.equal(ref, fake_quant(w, delta, zp, bits, gs))
 
 
-def test_fused_function_matches_reference_forward_and_backward():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_function_matches_reference_forward_and_backward(compiled):
     w, s, delta, zp, bits, gs = _setup()
     x = torch.randn(3, 5, w.shape[1], requires_grad=True)
     bias = torch.randn(w.shape[0])
@@ -29,7 +31,7 @@ def test_fused_function_matches_reference_forward_and_backward():
     gy = torch.randn_like(y_ref)
     gx_ref, gs_ref = torch.autograd.grad(y_ref, (x, s), gy)
     wd = to_groups(w, gs) / delta.unsqueeze(-1)
-    y = QslawLinearFunction.apply(x, s, wd, delta, zp.float(), bias, bits, w.shape[1])
+    y = QslawLinearFunction.apply(x, s, wd, delta, zp.float(), bias, bits, w.shape[1], compiled)
     gx, g_s = torch.autograd.grad(y, (x, s), gy)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)

@@ -7,16 +7,17 @@ does not change between steps), `delta`, `zp`, the bias and `scale` [out, n_grou
 import torch
 from torch import nn
 
-from qslaw_pipe.kernels.qslaw import QslawLinearFunction, scaled_codes
-from qslaw_pipe.kernels.quant import from_groups, to_groups
+from qslaw_pipe.kernels.qslaw import QslawLinearFunction, dequant_scaled
+from qslaw_pipe.kernels.quant import to_groups
 from qslaw_pipe.pipeline.qparams import LayerQParams
 
 SCALE_SUFFIX = ".scale"
 
 
 class QslawLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, q: LayerQParams, trainable: bool = True):
+    def __init__(self, linear: nn.Linear, q: LayerQParams, trainable: bool = True, compiled: bool = False):
         super().__init__()
+        self.compiled = compiled
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits, self.group_size = q.bits, q.group_size
         delta = q.delta.float()
@@ -30,14 +31,21 @@ class QslawLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return QslawLinearFunction.apply(
-            x, self.scale, self.w_over_delta, self.delta, self.zp, self.bias, self.bits, self.in_features
+            x,
+            self.scale,
+            self.w_over_delta,
+            self.delta,
+            self.zp,
+            self.bias,
+            self.bits,
+            self.in_features,
+            self.compiled,
         )
 
     @torch.no_grad()
     def quantized_weight(self) -> torch.Tensor:
         """W_q [out, in] fp32 under the current scales."""
-        q, _ = scaled_codes(self.w_over_delta, self.scale, self.zp, self.bits)
-        return from_groups(self.delta.unsqueeze(-1) * q, self.in_features)
+        return dequant_scaled(self.w_over_delta, self.scale, self.delta, self.zp, self.bits, self.in_features)
 
     def to_linear(self) -> nn.Linear:
         """A plain Linear holding W_q (for inference)."""
@@ -49,12 +57,12 @@ class QslawLinear(nn.Module):
 
 
 def attach_qslaw(
-    model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True
+    model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True, compiled: bool = False
 ) -> dict[str, QslawLinear]:
     """Replace every Linear named in `qparams` by a QslawLinear, in place."""
     swapped = {}
     for name, q in qparams.items():
-        module = QslawLinear(model.get_submodule(name), q, trainable)
+        module = QslawLinear(model.get_submodule(name), q, trainable, compiled)
         model.set_submodule(name, module)
         swapped[name] = module
     return swapped

@@ -60,6 +60,7 @@ def prepare_method(
     lora_rank: int = 16,
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
+    compiled: bool = False,
 ) -> None:
     """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes."""
     if method not in METHODS:
@@ -70,7 +71,7 @@ def prepare_method(
             raise QslawError(
                 f"--method {method} needs a calibrate artifact", "run `qslaw-pipe calibrate` first"
             )
-        attach_qslaw(model, {n: qparams[n] for n in names}, trainable=method == "qslaw")
+        attach_qslaw(model, {n: qparams[n] for n in names}, trainable=method == "qslaw", compiled=compiled)
     elif method == "fp":
         modules.decoder(model).requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)

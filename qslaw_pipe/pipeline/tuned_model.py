@@ -17,7 +17,12 @@ TRAINABLE_FILE = "trainable.safetensors"
 
 
 def build_method_model(
-    model_dir: Path, method: str, calib: Artifact | None, lora_rank: int = 16, lora_alpha: int = 32
+    model_dir: Path,
+    method: str,
+    calib: Artifact | None,
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+    compiled: bool = False,
 ) -> LoadedModel:
     """The base model at `model_dir` turned into `method`'s trainable form."""
     lm = load_model(model_dir)
@@ -25,7 +30,7 @@ def build_method_model(
         raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     qparams = load_qparams(calib) if calib is not None else None
     names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
-    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha)
+    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled=compiled)
     return lm
 
 

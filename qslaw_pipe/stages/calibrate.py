@@ -62,7 +62,7 @@ class CalibrateConfig:
     nsamples: int = 32
     seqlen: int = 512
     epochs: int = 3
-    lr: float = 5e-3
+    lr: float = 0.5
     batch_size: int = 4
     seed: int = 0
     rules: tuple[str, ...] = field(default_factory=tuple)
@@ -308,7 +308,10 @@ def _group(value: str) -> int:
 @click.option("--seqlen", type=int, default=None, help="Tokens per sequence.  [default: 512]")
 @click.option("--epochs", type=int, default=None, help="Passes over the samples per block.  [default: 3]")
 @click.option(
-    "--lr", type=float, default=None, help="AdamW learning rate of the clipping logits.  [default: 5e-3]"
+    "--lr",
+    type=float,
+    default=None,
+    help="AdamW learning rate of the clipping logits (logits start at 4; a large rate lets few steps move them).  [default: 0.5]",
 )
 @click.option("--batch-size", type=int, default=None, help="Sequences per step.  [default: 4]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")

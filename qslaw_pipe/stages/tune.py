@@ -64,11 +64,12 @@ class TuneConfig:
     projector_lr: float = 1e-3
     lm_lr: float | None = None
     weight_decay: float = 0.0
-    text_seqlen: int = 128
+    text_seqlen: int = 96
     lora_rank: int = 16
     lora_alpha: int = 32
     checkpoint_every: int = 50
     seed: int = 0
+    compile: bool = True
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -191,7 +192,7 @@ def tune(
         else None
     )
     torch.manual_seed(cfg.seed)
-    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha)
+    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile)
     mix = parse_mix(cfg.mix_ratio)
     chunks = (
         token_chunks(lm.tokenizer, split_text(read_text(text_path), "calib"), cfg.text_seqlen, 4096)
@@ -279,12 +280,22 @@ def run(
     default=None,
     help="Learning rate of scales / LM weights / LoRA.  [default: 5e-4 / 2e-5 / 2e-4]",
 )
-@click.option("--text-seqlen", type=int, default=None, help="Tokens per WikiText sample.  [default: 128]")
+@click.option(
+    "--text-seqlen",
+    type=int,
+    default=None,
+    help="Tokens per WikiText sample (about a multimodal sample's length).  [default: 96]",
+)
 @click.option("--lora-rank", type=int, default=None, help="[default: 16]")
 @click.option(
     "--checkpoint-every", type=int, default=None, help="Steps between resume checkpoints.  [default: 50]"
 )
 @click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option(
+    "--compile/--no-compile",
+    default=None,
+    help="Fuse QSLAW's fake quantization with torch.compile (needs a C++ compiler).  [default: compile]",
+)
 @click.option(
     "--text",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
