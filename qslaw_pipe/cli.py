@@ -3,7 +3,7 @@
 import click
 
 from qslaw_pipe import __version__
-from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, generate, prepare, run, tune
+from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, fold, generate, prepare, run, tune
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
 
@@ -13,6 +13,7 @@ Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
   prepare    build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache
   calibrate  OmniQuant (or RTN) int-k qparams of the LM: delta, zero point per group
   tune       QSLAW: learn group scales + projector on image QA (or a baseline)
+  fold       pack the int-k codes (tuned scales folded in, exact) with delta, zero point
   eval ppl   held-out WikiText perplexity, full precision vs quantized
   eval mcq   multiple-choice accuracy of tuned runs, side by side
   generate   answer a question about an image with a model directory
@@ -33,5 +34,6 @@ main.add_command(generate.command)
 main.add_command(calibrate.command)
 evaluate.group.add_command(eval_mcq.command)
 main.add_command(tune.command)
+main.add_command(fold.command)
 main.add_command(evaluate.group)
 main.add_command(run.command)

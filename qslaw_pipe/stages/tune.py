@@ -61,7 +61,7 @@ class TuneConfig:
     batch_size: int = 4
     warmup_steps: int = 40
     mix_ratio: str = "1:1"
-    projector_lr: float = 1e-3
+    projector_lr: float = 2e-3
     lm_lr: float | None = None
     weight_decay: float = 0.0
     text_seqlen: int = 96
@@ -273,7 +273,7 @@ def run(
     "--mix-ratio", default=None, help="Multimodal:text samples per batch after warmup.  [default: 1:1]"
 )
 @click.option("--mm-only", is_flag=True, help="Ablation: no text samples (--mix-ratio 1:0).")
-@click.option("--projector-lr", type=float, default=None, help="[default: 1e-3]")
+@click.option("--projector-lr", type=float, default=None, help="[default: 2e-3]")
 @click.option(
     "--lm-lr",
     type=float,
