@@ -1,0 +1,44 @@
+"""`qslaw-pipe run` end to end on a tiny LLaVA, then again (every stage reused)."""
+
+import json
+
+from click.testing import CliRunner
+
+from qslaw_pipe.cli import main
+from tests.tiny import tiny_scienceqa
+
+
+def test_run_end_to_end_and_resume(tmp_path, llava_dir, corpus):
+    sqa = tiny_scienceqa(tmp_path / "sqa")
+    args = [
+        "run",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--model",
+        str(llava_dir),
+        "--text",
+        str(corpus),
+        "--data",
+        str(sqa),
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "16",
+        "--epochs",
+        "1",
+        "--steps",
+        "3",
+        "--limit",
+        "0",
+        "--json",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n"] == 6 and 0 <= out["accuracy"] <= 1 and isinstance(out["demo"]["answer"], str)
+    for stage in ("calibrate", "tune", "fold", "eval-mcq"):
+        assert (tmp_path / "r" / stage / "manifest.json").is_file()
+    stamp = (tmp_path / "r" / "tune" / "manifest.json").stat().st_mtime_ns
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "(reused)" in again.stderr
+    assert (tmp_path / "r" / "tune" / "manifest.json").stat().st_mtime_ns == stamp
