@@ -3,7 +3,7 @@
 import click
 
 from qslaw_pipe import __version__
-from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, fold, generate, prepare, run, tune
+from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, export, fold, generate, prepare, run, tune
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
 
@@ -14,6 +14,7 @@ Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
   calibrate  OmniQuant (or RTN) int-k qparams of the LM: delta, zero point per group
   tune       QSLAW: learn group scales + projector on image QA (or a baseline)
   fold       pack the int-k codes (tuned scales folded in, exact) with delta, zero point
+  export     ONNX graphs with int4 ops (MatMulNBits / QDQ / ours) for onnxruntime
   eval ppl   held-out WikiText perplexity, full precision vs quantized
   eval mcq   multiple-choice accuracy of tuned runs, side by side
   generate   answer a question about an image with a model directory
@@ -35,5 +36,6 @@ main.add_command(calibrate.command)
 evaluate.group.add_command(eval_mcq.command)
 main.add_command(tune.command)
 main.add_command(fold.command)
+main.add_command(export.command)
 main.add_command(evaluate.group)
 main.add_command(run.command)

@@ -54,6 +54,13 @@ def resolve_model(model: Path | None) -> Path:
 @click.command("generate")
 @model_option
 @click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Run an exported ONNX directory in onnxruntime instead of a PyTorch model.",
+)
+@click.option(
     "--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Image file (PNG/JPEG)."
 )
 @click.option("--prompt", required=True, help="The question or instruction.")
@@ -62,9 +69,16 @@ def resolve_model(model: Path | None) -> Path:
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 @user_errors
-def command(model, image, prompt, max_new_tokens, temperature, seed, as_json) -> None:
-    """Answer PROMPT about IMAGE with a PyTorch model directory."""
+def command(model, onnx_dir, image, prompt, max_new_tokens, temperature, seed, as_json) -> None:
+    """Answer PROMPT about IMAGE with a PyTorch model directory, or an ONNX export (--onnx)."""
     quiet_libraries()
+    picture = open_image(image) if image else None
+    if onnx_dir is not None:
+        from qslaw_pipe.exports.ort_runtime import OrtVlm
+
+        answer = OrtVlm(onnx_dir).generate(prompt, picture, max_new_tokens, temperature, seed)
+        emit({"answer": answer, "model": str(onnx_dir), "runtime": "onnxruntime"}, as_json, answer)
+        return
     lm = load_model(resolve_model(model))
-    answer = generate(lm, prompt, open_image(image) if image else None, max_new_tokens, temperature, seed)
+    answer = generate(lm, prompt, picture, max_new_tokens, temperature, seed)
     emit({"answer": answer, "model": str(lm.path)}, as_json, answer)

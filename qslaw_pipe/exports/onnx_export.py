@@ -1,0 +1,145 @@
+"""Export the fold artifact to ONNX: vision, embed and decoder graphs, quantized Linears as int4 ops.
+
+The quantized Linears are rebuilt from the fold artifact's codes (exports/int4_ops.py), so the int4
+weights in the graphs are exactly the folded ones. The directory also gets the tokenizer / processor
+files and `qslaw_onnx.json`, which the runtime (exports/ort_runtime.py) reads.
+"""
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from qslaw_pipe.exports.int4_ops import Int4Linear
+from qslaw_pipe.exports.onnx_graphs import DecoderGraph, EmbedGraph, VisionGraph, kv_names, kv_shape
+from qslaw_pipe.exports.retype import retype_qdq_to_uint4
+from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.pipeline.folded import layer_codes, load_folded_model, read_folded
+
+OPSET = 21
+RUNTIME_FILE = "qslaw_onnx.json"
+TWO_GB = 2**31
+
+
+def swap_int4(model: torch.nn.Module, tensors: dict, header: dict, op: str, accuracy_level: int) -> None:
+    for name in header["shapes"]:
+        gs = header["group_sizes"][name]
+        if op == "matmulnbits" and (gs < 16 or gs & (gs - 1)):
+            raise QslawError(
+                f"MatMulNBits needs a power-of-two group size >= 16, {name} has {gs}",
+                "calibrate with --group-size 32, 64 or 128, or export with --int4-op qdq",
+            )
+        if header["bits"] > 4:
+            raise QslawError(f"int4 export of {header['bits']}-bit codes", "calibrate with --bits 2, 3 or 4")
+        module = Int4Linear(
+            layer_codes(tensors, header, name),
+            tensors[f"{name}.delta"],
+            tensors[f"{name}.zero_point"],
+            gs,
+            tensors.get(f"{name}.bias"),
+            op,
+            accuracy_level,
+        )
+        model.set_submodule(name, module)
+
+
+def _export(module, args, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _finish(path: Path) -> None:
+    """Move weights to external data beyond 2 GB, then run the checker (path-based for large models)."""
+    model = onnx.load(str(path))
+    if model.ByteSize() >= TWO_GB:
+        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    onnx.checker.check_model(str(path))
+
+
+def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> dict:
+    """Write vision.onnx, embed.onnx, decoder.onnx and qslaw_onnx.json into `out`; returns a summary."""
+    tensors, header = read_folded(fold_dir)
+    lm = load_folded_model(fold_dir)
+    model = lm.model
+    model.config.get_text_config()._attn_implementation = "eager"
+    model.model.language_model.config._attn_implementation = "eager"
+    swap_int4(model, tensors, header, op, accuracy_level)
+    text = model.config.get_text_config()
+    kv_heads, head_dim = kv_shape(text)
+    layers = text.num_hidden_layers
+    image = lm.processor.image_processor.size
+    pixels = torch.zeros(1, 3, image["height"], image["width"])
+    _export(
+        VisionGraph(model),
+        (pixels,),
+        out / "vision.onnx",
+        ["pixel_values"],
+        ["image_features"],
+        {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
+    )
+    _export(
+        EmbedGraph(model),
+        (torch.tensor([[1, 2, 3]]),),
+        out / "embed.onnx",
+        ["input_ids"],
+        ["inputs_embeds"],
+        {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}},
+    )
+    past = [torch.zeros(1, kv_heads, 2, head_dim) for _ in range(2 * layers)]
+    args = (
+        torch.zeros(1, 3, text.hidden_size),
+        torch.ones(1, 5, dtype=torch.long),
+        torch.tensor([[2, 3, 4]]),
+        *past,
+    )
+    dynamic = {
+        "inputs_embeds": {0: "batch", 1: "seq"},
+        "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "seq"},
+        "logits": {0: "batch", 1: "seq"},
+        **{k: {0: "batch", 2: "past"} for k in kv_names(layers, "past")},
+        **{k: {0: "batch", 2: "total"} for k in kv_names(layers, "present")},
+    }
+    _export(
+        DecoderGraph(model),
+        args,
+        out / "decoder.onnx",
+        ["inputs_embeds", "attention_mask", "position_ids", *kv_names(layers, "past")],
+        ["logits", *kv_names(layers, "present")],
+        dynamic,
+    )
+    if op == "qdq":
+        for name in ("vision.onnx", "decoder.onnx"):
+            retype_qdq_to_uint4(out / name)
+    for name in ("vision.onnx", "embed.onnx", "decoder.onnx"):
+        _finish(out / name)
+    for f in Path(fold_dir).iterdir():
+        if f.is_file() and f.suffix not in (".safetensors",) and f.name not in ("manifest.json",):
+            shutil.copy2(f, out / f.name)
+    runtime = {
+        "int4_op": op,
+        "accuracy_level": accuracy_level,
+        "layers": layers,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "hidden_size": text.hidden_size,
+        "image_token_id": model.config.image_token_id,
+        "eos_token_id": text.eos_token_id,
+        "bits": header["bits"],
+    }
+    (out / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1))
+    sizes = {n: (out / n).stat().st_size for n in ("vision.onnx", "embed.onnx", "decoder.onnx")}
+    return {**runtime, "bytes": sizes}

@@ -1,0 +1,104 @@
+"""Stage `export`: deployable models from the fold artifact (exports/ converters; codes never re-quantized).
+
+`--format onnx` writes R/export-onnx-<op>/: vision.onnx, embed.onnx, decoder.onnx (KV cache), every
+quantized Linear as the chosen int4 op, the tokenizer / processor files and qslaw_onnx.json; run it
+with `qslaw-pipe generate --onnx DIR` or exports/ort_runtime.OrtVlm.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from qslaw_pipe.cli_common import (
+    emit,
+    force_option,
+    json_option,
+    quiet_libraries,
+    run_dir_option,
+    user_errors,
+)
+from qslaw_pipe.exports.int4_ops import OPS
+from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
+from qslaw_pipe.pipeline.errors import QslawError
+
+FORMATS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations)."""
+
+    format: str = "onnx"
+    int4_op: str = "matmulnbits"
+    accuracy_level: int = 0
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise QslawError(f"invalid --format {self.format}", f"use one of {', '.join(FORMATS)}")
+        if self.int4_op not in OPS:
+            raise QslawError(f"invalid --int4-op {self.int4_op}", f"use one of {', '.join(OPS)}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise QslawError(f"invalid --accuracy-level {self.accuracy_level}", "use 0 (fp32) to 4 (int8)")
+
+    @property
+    def stage(self) -> str:
+        return f"export-{self.format}-{self.int4_op}" + (
+            f"-acc{self.accuracy_level}" if self.accuracy_level else ""
+        )
+
+
+def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
+    from qslaw_pipe.exports.onnx_export import export_onnx
+
+    fold = read_artifact(run_dir, "fold")
+    return run_stage(
+        run_dir,
+        cfg.stage,
+        {"format": cfg.format, "int4_op": cfg.int4_op, "accuracy_level": cfg.accuracy_level},
+        {"fold": fold.path},
+        lambda out, _r: export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level),
+        force=force,
+        model_input=None,
+    )
+
+
+@click.command("export")
+@run_dir_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="onnx",
+    show_default=True,
+    help="onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache).",
+)
+@click.option(
+    "--int4-op",
+    type=click.Choice(OPS),
+    default="matmulnbits",
+    show_default=True,
+    help="matmulnbits: onnxruntime's com.microsoft op; qdq: standard UINT4 DequantizeLinear + MatMul; "
+    "custom: our ai.qslaw op (build kernels/ first).",
+)
+@click.option(
+    "--accuracy-level",
+    type=int,
+    default=0,
+    show_default=True,
+    help="MatMulNBits compute: 0 exact fp32, 4 int8 activations (faster, approximate).",
+)
+@force_option
+@json_option
+@user_errors
+def command(run_dir, fmt, int4_op, accuracy_level, force, as_json) -> None:
+    """Export RUN_DIR/fold to a deployable model -> RUN_DIR/export-<format>-<op>/."""
+    quiet_libraries()
+    result = run(ExportConfig(fmt, int4_op, accuracy_level), run_dir, force)
+    m = result.artifact.metrics
+    sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
+    human = (
+        f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['layers']} decoder layers)\n  {sizes}\n"
+        f"  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
+    )
+    emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)

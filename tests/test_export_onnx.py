@@ -1,0 +1,132 @@
+"""ONNX export of a tiny tuned + folded LLaVA: int4 ops from our codes, onnxruntime parity, generate."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from qslaw_pipe.cli import main
+from qslaw_pipe.exports.ort_runtime import OrtVlm
+from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.pipeline.folded import load_folded_model
+from qslaw_pipe.stages import calibrate as cal
+from qslaw_pipe.stages import export as ex
+from qslaw_pipe.stages import fold as fd
+from qslaw_pipe.stages import tune as tn
+from tests.tiny import tiny_scienceqa
+
+PROMPT = "What color is the square?"
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory, llava_dir, corpus):
+    run = tmp_path_factory.mktemp("export") / "r"
+    sqa = tiny_scienceqa(tmp_path_factory.mktemp("sqa"))
+    cal.run(cal.CalibrateConfig(method="rtn", bits=4, group_size=32), run, llava_dir, corpus, bar=False)
+    tn.run(
+        tn.TuneConfig(data=str(sqa), steps=3, batch_size=2, warmup_steps=1, text_seqlen=16, lm_lr=2e-2),
+        run,
+        llava_dir,
+        corpus,
+        bar=False,
+    )
+    fd.run(fd.FoldConfig(), run)
+    image = Image.open(sqa / "images" / "test" / "test0" / "image.png").convert("RGB")
+    return run, image, load_folded_model(run / "fold")
+
+
+def _greedy_torch(lm, ids, pixels, n):
+    """n greedy tokens without stopping, from full-sequence PyTorch forwards (no cache)."""
+    ids, out = torch.from_numpy(ids), []
+    for _ in range(n):
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids, pixel_values=torch.from_numpy(pixels)).logits
+        out.append(int(logits[0, -1].argmax()))
+        ids = torch.cat([ids, torch.tensor([[out[-1]]])], dim=1)
+    return out, logits[0, -1].numpy()
+
+
+@pytest.mark.parametrize(
+    "op, node, weight_type",
+    [
+        ("matmulnbits", "MatMulNBits", onnx.TensorProto.UINT8),
+        ("qdq", "DequantizeLinear", onnx.TensorProto.UINT4),
+    ],
+)
+def test_onnx_export_matches_folded_model(folded, op, node, weight_type):
+    run, image, lm = folded
+    res = ex.run(ex.ExportConfig(int4_op=op), run)
+    out = res.artifact.path
+    graph = onnx.load(str(out / "decoder.onnx")).graph
+    int4 = [n for n in graph.node if n.op_type == node]
+    assert len(int4) == 14  # every quantized decoder Linear
+    inits = {i.name: i for i in graph.initializer}
+    assert all(inits[n.input[1 if op == "matmulnbits" else 0]].data_type == weight_type for n in int4)
+    vlm = OrtVlm(out, device="cpu")
+    ids, pixels = vlm.encode(PROMPT, image)
+    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    with torch.no_grad():
+        ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
+    assert np.abs(logits - ref).max() <= 1e-3 * np.abs(ref).max()
+    # KV-cache decoding: step-by-step ORT tokens and last logits equal full-sequence PyTorch
+    expected, last = _greedy_torch(lm, ids, pixels, 5)
+    tokens, mask = [], np.ones_like(ids)
+    for _ in range(5):
+        tokens.append(int(logits[0, -1].argmax()))
+        mask = np.ones((1, mask.shape[1] + 1), np.int64)
+        logits, past = vlm.step(vlm.embed.run(None, {"input_ids": np.array([[tokens[-1]]])})[0], mask, past)
+    assert tokens == expected
+    assert (
+        np.abs(
+            vlm.step(
+                vlm.inputs_embeds(np.concatenate([ids, [tokens[:-1]]], 1), pixels),
+                np.ones((1, ids.shape[1] + 4), np.int64),
+                vlm.empty_past(1),
+            )[0][0, -1]
+            - last
+        ).max()
+        <= 1e-3 * np.abs(last).max()
+    )
+
+
+def test_onnx_generate_cli_greedy_and_sampling(folded):
+    run, image, lm = folded
+    out = ex.run(ex.ExportConfig(), run).artifact.path
+    path = run / "img.png"
+    image.save(path)
+    base = [
+        "generate",
+        "--onnx",
+        str(out),
+        "--image",
+        str(path),
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "6",
+        "--json",
+    ]
+    greedy = CliRunner().invoke(main, base)
+    assert greedy.exit_code == 0, greedy.output
+    from qslaw_pipe.stages.generate import generate
+
+    assert json.loads(greedy.stdout)["answer"] == generate(lm, PROMPT, image, 6)
+    sampled = [CliRunner().invoke(main, [*base, "--temperature", "1.5", "--seed", "3"]) for _ in range(2)]
+    assert sampled[0].exit_code == 0 and json.loads(sampled[0].stdout) == json.loads(sampled[1].stdout)
+
+
+def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_path):
+    run, _, _ = folded
+    monkeypatch.setenv("QSLAW_ORT_OPS", str(tmp_path / "missing.so"))
+    from qslaw_pipe.exports import custom_ops
+
+    if custom_ops.library_path() is not None:
+        pytest.skip("the custom-op library is built here")
+    out = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
+    assert sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 14
+    with pytest.raises(QslawError, match="python -m qslaw_pipe.kernels.build"):
+        OrtVlm(out, device="cpu")
