@@ -17,3 +17,22 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("text") / "corpus.txt"
     path.write_text("\n".join(CORPUS * 4) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def folded_run(tmp_path_factory, llava_dir, corpus):
+    """A tiny LLaVA calibrated (RTN W4 g32), QSLAW-tuned for 3 steps and folded; with a test image."""
+    from PIL import Image
+
+    from qslaw_pipe.stages import calibrate as cal
+    from qslaw_pipe.stages import fold as fd
+    from qslaw_pipe.stages import tune as tn
+    from tests.tiny import tiny_scienceqa
+
+    run = tmp_path_factory.mktemp("folded") / "r"
+    sqa = tiny_scienceqa(tmp_path_factory.mktemp("sqa"))
+    cal.run(cal.CalibrateConfig(method="rtn", bits=4, group_size=32), run, llava_dir, corpus, bar=False)
+    cfg = tn.TuneConfig(data=str(sqa), steps=3, batch_size=2, warmup_steps=1, text_seqlen=16, lm_lr=2e-2)
+    tn.run(cfg, run, llava_dir, corpus, bar=False)
+    fd.run(fd.FoldConfig(), run)
+    return run, Image.open(sqa / "images" / "test" / "test0" / "image.png").convert("RGB")

@@ -10,9 +10,9 @@ LIBRARY_NAME = "libqslaw_ort_ops.so"
 
 
 def library_path() -> Path | None:
-    """$QSLAW_ORT_OPS, else the library built into the package's kernels/build directory."""
+    """$QSLAW_ORT_OPS, else the library `python -m qslaw_pipe.kernels.build` wrote into kernels/lib/."""
     candidates = [Path(os.environ[LIBRARY_ENV])] if os.environ.get(LIBRARY_ENV) else []
-    candidates.append(Path(__file__).resolve().parents[1] / "kernels" / "build" / LIBRARY_NAME)
+    candidates.append(Path(__file__).resolve().parents[1] / "kernels" / "lib" / LIBRARY_NAME)
     return next((p for p in candidates if p.is_file()), None)
 
 

@@ -1,0 +1,150 @@
+"""Build the ai.qslaw onnxruntime custom-op library: `python -m qslaw_pipe.kernels.build`.
+
+Headers: $ORT_INCLUDE_DIR, else Debian's libonnxruntime-dev (trixie) fetched with apt into a private
+directory under the cache (its own sources list, state and cache dirs: the system's apt configuration
+is not touched) and unpacked there. The CPU kernels always build; the CUDA kernels (csrc/int4_cuda.cu)
+only when nvcc is on PATH. Output: qslaw_pipe/kernels/lib/libqslaw_ort_ops.so (what the runtime loads).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.pipeline.paths import cache_root
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE / "csrc"
+BUILD = HERE / "lib"
+LIBRARY = BUILD / "libqslaw_ort_ops.so"
+DEBIAN_SUITE = "trixie"
+HEADER = "onnxruntime_lite_custom_op.h"
+
+
+def _apt(root: Path, *args: str) -> None:
+    opts = [
+        f"-oDir::Etc::sourcelist={root / 'sources.list'}",
+        f"-oDir::Etc::sourceparts={root / 'sources.list.d'}",
+        f"-oDir::State={root / 'state'}",
+        f"-oDir::Cache={root / 'cache'}",
+        f"-oDir::Etc::preferencesparts={root / 'prefs.d'}",
+        "-oDebug::NoLocking=1",
+        "-qq",
+    ]
+    subprocess.run(["apt-get", *opts, *args], check=True, cwd=root / "debs", capture_output=True, text=True)
+
+
+def fetch_debian_headers(root: Path) -> Path:
+    """Download and unpack libonnxruntime-dev into `root`; returns its include directory."""
+    include = root / "usr" / "include" / "onnxruntime"
+    if (include / HEADER).is_file():
+        return include
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise QslawError(
+            "onnxruntime headers not found and apt-get/dpkg-deb are missing",
+            "set ORT_INCLUDE_DIR to onnxruntime's include dir",
+        )
+    for d in ("sources.list.d", "state/lists/partial", "cache/archives/partial", "prefs.d", "debs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    (root / "sources.list").write_text(
+        f"deb [signed-by={keyring}] http://deb.debian.org/debian {DEBIAN_SUITE} main\n"
+    )
+    try:
+        _apt(root, "update")
+        _apt(root, "download", "libonnxruntime-dev")
+    except subprocess.CalledProcessError as e:
+        raise QslawError(
+            f"fetching libonnxruntime-dev from Debian {DEBIAN_SUITE} failed ({e.stderr.strip()[-200:]})",
+            "set ORT_INCLUDE_DIR to onnxruntime's include dir",
+        ) from e
+    deb = next((root / "debs").glob("libonnxruntime-dev_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    return include
+
+
+def include_dir() -> Path:
+    if os.environ.get("ORT_INCLUDE_DIR"):
+        path = Path(os.environ["ORT_INCLUDE_DIR"])
+        if not (path / HEADER).is_file():
+            raise QslawError(
+                f"ORT_INCLUDE_DIR={path} has no {HEADER}", "point it at onnxruntime's include directory"
+            )
+        return path
+    return fetch_debian_headers(cache_root() / "ort-headers")
+
+
+def cuda_objects(include: Path, out: Path) -> list[str]:
+    """Compile the CUDA kernels with nvcc when present; returns objects to link (empty without nvcc)."""
+    if shutil.which("nvcc") is None:
+        return []
+    obj = out / "int4_cuda.o"
+    subprocess.run(
+        [
+            "nvcc",
+            "-O3",
+            "-std=c++17",
+            "-Xcompiler",
+            "-fPIC",
+            "-c",
+            str(CSRC / "int4_cuda.cu"),
+            "-o",
+            str(obj),
+        ],
+        check=True,
+    )
+    return [str(obj)]
+
+
+def build(out: Path = BUILD, cuda: bool = True) -> Path:
+    include = include_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    objs = cuda_objects(include, out) if cuda else []
+    cxx = os.environ.get("CXX", "g++")
+    cmd = [
+        cxx,
+        "-O3",
+        "-march=native",
+        "-fopenmp",
+        "-fPIC",
+        "-shared",
+        "-std=c++17",
+        f"-I{include}",
+        f"-I{CSRC}",
+        str(CSRC / "qslaw_ort_ops.cc"),
+        str(CSRC / "int4_cpu.cc"),
+        *objs,
+        "-o",
+        str(out / LIBRARY.name),
+    ]
+    if objs:
+        cmd[1:1] = ["-DQSLAW_WITH_CUDA"]
+        cmd += ["-lcudart"] + [f"-L{Path(shutil.which('nvcc')).parents[1] / 'lib64'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise QslawError(
+            f"compiling the custom-op library failed:\n{res.stderr[-2000:]}",
+            "check the compiler output above",
+        )
+    return out / LIBRARY.name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-cuda", action="store_true", help="CPU kernels only, even when nvcc is present.")
+    args = ap.parse_args()
+    try:
+        path = build(cuda=not args.no_cuda)
+    except QslawError as e:
+        sys.exit(f"error: {e}")
+    print(
+        f"built {path}"
+        + (" (with CUDA kernels)" if shutil.which("nvcc") and not args.no_cuda else " (CPU kernels)")
+    )
+
+
+if __name__ == "__main__":
+    main()
