@@ -6,7 +6,7 @@
 namespace qslaw {
 namespace {
 
-// codes of row `row` for inputs [k0, k1) as floats into `out` (k0 even: groups start on a byte).
+// codes of a row for inputs [k0, k1) as floats into `out` (k0 even: groups start on a byte).
 inline void unpack_span(const uint8_t* row, int64_t k0, int64_t k1, float* out) {
   const uint8_t* b = row + k0 / 2;
   const int64_t pairs = (k1 - k0) / 2;
@@ -34,10 +34,36 @@ inline void dequantize_row(const uint8_t* row, const float* delta, const uint8_t
 }
 
 // Small M (decode): per group, y += delta * (sum_k a_k * code_k - zp * sum_k a_k).
-void gemv(const float* A, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y, int64_t M, int64_t N,
-          int64_t K, int64_t gs) {
+void gemv_rows(const float* A, const float* asum, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y,
+               int64_t M, int64_t N, int64_t K, int64_t gs, int64_t n0, int64_t n1) {
   const int64_t G = (K + gs - 1) / gs, row_bytes = (K + 1) / 2;
-  std::vector<float> asum(M * G);
+  std::vector<float> codes(gs);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = B + n * row_bytes;
+    for (int64_t m = 0; m < M; ++m) Y[m * N + n] = 0.f;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * gs, k1 = std::min(K, k0 + gs);
+      unpack_span(row, k0, k1, codes.data());
+      const float d = delta[n * G + g], z = static_cast<float>(zp[n * G + g]);
+      for (int64_t m = 0; m < M; ++m) Y[m * N + n] += d * (dot(A + m * K + k0, codes.data(), k1 - k0) - z * asum[m * G + g]);
+    }
+  }
+}
+
+// Larger M (prefill): dequantize the rows once, reuse them for every row of A.
+void gemm_rows(const float* A, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y, int64_t M, int64_t N,
+               int64_t K, int64_t gs, int64_t n0, int64_t n1) {
+  const int64_t G = (K + gs - 1) / gs, row_bytes = (K + 1) / 2;
+  std::vector<float> w((n1 - n0) * K);
+  for (int64_t n = n0; n < n1; ++n) dequantize_row(B + n * row_bytes, delta + n * G, zp + n * G, w.data() + (n - n0) * K, K, gs);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = n0; n < n1; ++n) Y[m * N + n] = dot(A + m * K, w.data() + (n - n0) * K, K);
+}
+
+}  // namespace
+
+void group_sums(const float* A, int64_t M, int64_t K, int64_t gs, float* asum) {
+  const int64_t G = (K + gs - 1) / gs;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t g = 0; g < G; ++g) {
       const int64_t k0 = g * gs, k1 = std::min(K, k0 + gs);
@@ -45,58 +71,20 @@ void gemv(const float* A, const uint8_t* B, const float* delta, const uint8_t* z
       for (int64_t k = k0; k < k1; ++k) s += A[m * K + k];
       asum[m * G + g] = s;
     }
-#pragma omp parallel
-  {
-    std::vector<float> codes(gs);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      const uint8_t* row = B + n * row_bytes;
-      for (int64_t m = 0; m < M; ++m) Y[m * N + n] = 0.f;
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t k0 = g * gs, k1 = std::min(K, k0 + gs);
-        unpack_span(row, k0, k1, codes.data());
-        const float d = delta[n * G + g], z = static_cast<float>(zp[n * G + g]);
-        for (int64_t m = 0; m < M; ++m)
-          Y[m * N + n] += d * (dot(A + m * K + k0, codes.data(), k1 - k0) - z * asum[m * G + g]);
-      }
-    }
-  }
 }
 
-// Larger M (prefill): dequantize a tile of rows once, reuse it for every row of A.
-void gemm(const float* A, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y, int64_t M, int64_t N,
-          int64_t K, int64_t gs) {
-  constexpr int64_t kTile = 8;
-  const int64_t G = (K + gs - 1) / gs, row_bytes = (K + 1) / 2;
-#pragma omp parallel
-  {
-    std::vector<float> w(kTile * K);
-#pragma omp for schedule(static)
-    for (int64_t n0 = 0; n0 < N; n0 += kTile) {
-      const int64_t tile = std::min(kTile, N - n0);
-      for (int64_t t = 0; t < tile; ++t)
-        dequantize_row(B + (n0 + t) * row_bytes, delta + (n0 + t) * G, zp + (n0 + t) * G, w.data() + t * K, K, gs);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t t = 0; t < tile; ++t) Y[m * N + n0 + t] = dot(A + m * K, w.data() + t * K, K);
-    }
-  }
-}
-
-}  // namespace
-
-void matmul_int4_cpu(const float* A, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y, int64_t M,
-                     int64_t N, int64_t K, int64_t group_size) {
+void matmul_int4_rows(const float* A, const float* asum, const uint8_t* B, const float* delta, const uint8_t* zp, float* Y,
+                      int64_t M, int64_t N, int64_t K, int64_t group_size, int64_t n0, int64_t n1) {
   if (M <= 4)
-    gemv(A, B, delta, zp, Y, M, N, K, group_size);
+    gemv_rows(A, asum, B, delta, zp, Y, M, N, K, group_size, n0, n1);
   else
-    gemm(A, B, delta, zp, Y, M, N, K, group_size);
+    gemm_rows(A, B, delta, zp, Y, M, N, K, group_size, n0, n1);
 }
 
-void dequantize_int4_cpu(const uint8_t* B, const float* delta, const uint8_t* zp, float* W, int64_t N, int64_t K,
-                         int64_t group_size) {
+void dequantize_int4_rows(const uint8_t* B, const float* delta, const uint8_t* zp, float* W, int64_t K, int64_t group_size,
+                          int64_t n0, int64_t n1) {
   const int64_t G = (K + group_size - 1) / group_size, row_bytes = (K + 1) / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) dequantize_row(B + n * row_bytes, delta + n * G, zp + n * G, W + n * K, K, group_size);
+  for (int64_t n = n0; n < n1; ++n) dequantize_row(B + n * row_bytes, delta + n * G, zp + n * G, W + n * K, K, group_size);
 }
 
 }  // namespace qslaw

@@ -8,6 +8,7 @@
 #undef ORT_API_MANUAL_INIT
 #include "onnxruntime_lite_custom_op.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -25,11 +26,39 @@ int64_t attr(const OrtKernelInfo* info, const char* name) {
   return Ort::ConstKernelInfo(info).GetAttribute<int64_t>(name);
 }
 
+// Output rows are spread over onnxruntime's own intra-op thread pool (no second pool to oversubscribe).
+struct RowJob {
+  const float* A;
+  const float* asum;
+  const uint8_t* B;
+  const float* delta;
+  const uint8_t* zp;
+  float* Y;
+  int64_t M, N, K, group_size, rows_per_task;
+};
+
+void matmul_task(void* data, size_t i) {
+  const auto* j = static_cast<const RowJob*>(data);
+  const int64_t n0 = static_cast<int64_t>(i) * j->rows_per_task, n1 = std::min(j->N, n0 + j->rows_per_task);
+  qslaw::matmul_int4_rows(j->A, j->asum, j->B, j->delta, j->zp, j->Y, j->M, j->N, j->K, j->group_size, n0, n1);
+}
+
+void dequantize_task(void* data, size_t i) {
+  const auto* j = static_cast<const RowJob*>(data);
+  const int64_t n0 = static_cast<int64_t>(i) * j->rows_per_task, n1 = std::min(j->N, n0 + j->rows_per_task);
+  qslaw::dequantize_int4_rows(j->B, j->delta, j->zp, j->Y, j->K, j->group_size, n0, n1);
+}
+
+Ort::Status parallel_rows(OrtKernelContext* ctx, void (*fn)(void*, size_t), RowJob& job) {
+  const size_t tasks = static_cast<size_t>((job.N + job.rows_per_task - 1) / job.rows_per_task);
+  return Ort::Status(Ort::GetApi().KernelContext_ParallelFor(ctx, fn, tasks, 0, &job));
+}
+
 struct MatMulInt4 {
   MatMulInt4(const OrtApi*, const OrtKernelInfo* info)
       : K(attr(info, "K")), N(attr(info, "N")), group_size(attr(info, "group_size")) {}
 
-  Ort::Status Compute(const Ort::Custom::Tensor<float>& A, const Ort::Custom::Tensor<uint8_t>& B,
+  Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& A, const Ort::Custom::Tensor<uint8_t>& B,
                       const Ort::Custom::Tensor<float>& delta, const Ort::Custom::Tensor<uint8_t>& zp,
                       Ort::Custom::Tensor<float>& Y) {
     const auto& shape = A.Shape();
@@ -42,8 +71,10 @@ struct MatMulInt4 {
     out.push_back(N);
     const int64_t M = A.NumberOfElement() / K;
     float* y = Y.Allocate(out);
-    qslaw::matmul_int4_cpu(A.Data(), B.Data(), delta.Data(), zp.Data(), y, M, N, K, group_size);
-    return Ort::Status{nullptr};
+    std::vector<float> asum(M * G);
+    qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
+    RowJob job{A.Data(), asum.data(), B.Data(), delta.Data(), zp.Data(), y, M, N, K, group_size, M <= 4 ? 32 : 8};
+    return parallel_rows(ctx, matmul_task, job);
   }
   int64_t K, N, group_size;
 };
@@ -51,14 +82,14 @@ struct MatMulInt4 {
 struct DequantizeInt4 {
   DequantizeInt4(const OrtApi*, const OrtKernelInfo* info) : K(attr(info, "K")), group_size(attr(info, "group_size")) {}
 
-  Ort::Status Compute(const Ort::Custom::Tensor<uint8_t>& B, const Ort::Custom::Tensor<float>& delta,
+  Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<uint8_t>& B, const Ort::Custom::Tensor<float>& delta,
                       const Ort::Custom::Tensor<uint8_t>& zp, Ort::Custom::Tensor<float>& W) {
-    const int64_t N = B.Shape()[0];
     if (B.Shape().size() != 2 || B.Shape()[1] != (K + 1) / 2)
       return Ort::Status("DequantizeInt4: B is not [N, ceil(K/2)]", ORT_INVALID_ARGUMENT);
+    const int64_t N = B.Shape()[0];
     float* w = W.Allocate({N, K});
-    qslaw::dequantize_int4_cpu(B.Data(), delta.Data(), zp.Data(), w, N, K, group_size);
-    return Ort::Status{nullptr};
+    RowJob job{nullptr, nullptr, B.Data(), delta.Data(), zp.Data(), w, 0, N, K, group_size, 16};
+    return parallel_rows(ctx, dequantize_task, job);
   }
   int64_t K, group_size;
 };
