@@ -112,3 +112,18 @@ def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_
     assert sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 14
     with pytest.raises(QslawError, match="python -m qslaw_pipe.kernels.build"):
         OrtVlm(out, device="cpu")
+
+
+def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
+    from qslaw_pipe.pipeline.artifact import read_artifact
+    from qslaw_pipe.stages import eval_mcq
+
+    run, _, _ = folded
+    data = read_artifact(run, "tune").config["data"]
+    export = ex.run(ex.ExportConfig(), run).artifact.path.name
+    preds = {}
+    for onnx_dir in (None, export):
+        res = eval_mcq.run_mcq(eval_mcq.McqConfig(data=data, limit=0, batch_size=3, onnx=onnx_dir), run, bar=False)
+        assert res.artifact.metrics["runtime"] == ("pytorch" if onnx_dir is None else f"onnxruntime ({export})")
+        preds[onnx_dir] = [json.loads(line)["output"] for line in (res.artifact.path / "predictions.jsonl").open()]
+    assert len(preds[None]) == 6 and preds[None] == preds[export]

@@ -36,7 +36,7 @@ def test_run_end_to_end_and_resume(tmp_path, llava_dir, corpus):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["n"] == 6 and 0 <= out["accuracy"] <= 1 and isinstance(out["demo"]["answer"], str)
-    for stage in ("calibrate", "tune", "fold", "eval-mcq"):
+    for stage in ("calibrate", "tune", "fold", "export-onnx-matmulnbits", "eval-mcq-export-onnx-matmulnbits"):
         assert (tmp_path / "r" / stage / "manifest.json").is_file()
     stamp = (tmp_path / "r" / "tune" / "manifest.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, args)

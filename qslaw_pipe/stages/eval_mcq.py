@@ -25,7 +25,8 @@ from qslaw_pipe.pipeline.tuned_model import load_tuned
 
 @dataclass(frozen=True)
 class McqConfig:
-    """limit: questions scored (a seeded random subset; 0 = all)."""
+    """limit: questions scored (a seeded random subset; 0 = all). onnx: score RUN_DIR/<onnx> (an export
+    stage directory name, e.g. export-onnx-matmulnbits) in onnxruntime instead of the PyTorch model."""
 
     data: str = "easyvqa"
     split: str = "test"
@@ -33,6 +34,7 @@ class McqConfig:
     batch_size: int = 16
     max_new_tokens: int = 4
     seed: int = 0
+    onnx: str | None = None
 
     def __post_init__(self):
         if self.limit < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -53,27 +55,52 @@ def mcq_samples(cfg: McqConfig) -> list:
     return sorted(samples, key=lambda s: s.image is None)
 
 
+def onnx_answers(export_dir: Path, samples: list, max_new_tokens: int, progress) -> list[str]:
+    from PIL import Image
+
+    from qslaw_pipe.exports.ort_runtime import OrtVlm
+
+    vlm, outputs = OrtVlm(export_dir), []
+    for s in samples:
+        image = Image.open(s.image).convert("RGB") if s.image is not None else None
+        outputs.append(vlm.generate(s.prompt, image, max_new_tokens))
+        progress.update(1)
+    return outputs
+
+
 def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> dict:
-    lm, tune = load_tuned(run_dir)
+    tune = read_artifact(run_dir, "tune")
     samples = mcq_samples(cfg)
-    progress = tqdm(total=len(samples), desc=f"eval mcq {tune.config['method']}", disable=not bar)
-    outputs = []
-    for group in (True, False):
-        part = [s for s in samples if (s.image is not None) == group]
-        outputs += greedy_answers(lm, part, cfg.max_new_tokens, cfg.batch_size, progress)
+    runtime = f"onnxruntime ({cfg.onnx})" if cfg.onnx else "pytorch"
+    progress = tqdm(total=len(samples), desc=f"eval mcq {tune.config['method']} {runtime}", disable=not bar)
+    if cfg.onnx:
+        outputs = onnx_answers(stage_dir(run_dir, cfg.onnx), samples, cfg.max_new_tokens, progress)
+    else:
+        lm, _ = load_tuned(run_dir)
+        outputs = []
+        for group in (True, False):
+            part = [s for s in samples if (s.image is not None) == group]
+            outputs += greedy_answers(lm, part, cfg.max_new_tokens, cfg.batch_size, progress)
     progress.close()
     with (out / "predictions.jsonl").open("w") as f:
         for s, o in zip(samples, outputs, strict=True):
             f.write(json.dumps({"prompt": s.prompt, "target": s.target, "output": o, "meta": s.meta}) + "\n")
-    return {"method": tune.config["method"], "tune_config": tune.config, **score(samples, outputs)}
+    return {
+        "method": tune.config["method"],
+        "tune_config": tune.config,
+        "runtime": runtime,
+        **score(samples, outputs),
+    }
 
 
 def run_mcq(cfg: McqConfig, run_dir: Path, force: bool = False, bar: bool = True) -> StageResult:
     read_artifact(run_dir, "tune")
     inputs = {"tune": stage_dir(run_dir, "tune")}
+    if cfg.onnx:
+        inputs["onnx"] = read_artifact(run_dir, cfg.onnx).path
     return run_stage(
         run_dir,
-        "eval-mcq",
+        f"eval-mcq-{cfg.onnx}" if cfg.onnx else "eval-mcq",
         config_to_dict(cfg),
         inputs,
         lambda out, _r: evaluate_mcq(run_dir, cfg, out, bar),
@@ -128,12 +155,18 @@ def table(results: list[tuple[Path, dict]]) -> str:
 )
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--onnx",
+    default=None,
+    help="Score the run's ONNX export in onnxruntime instead, by its stage name "
+    "(e.g. export-onnx-matmulnbits).",
+)
 @force_option
 @json_option
 @user_errors
-def command(run_dir, baselines, data, split, limit, batch_size, seed, force, as_json) -> None:
+def command(run_dir, baselines, data, split, limit, batch_size, seed, onnx, force, as_json) -> None:
     """Multiple-choice accuracy of RUN_DIR's tuned model (and of each --baseline run), side by side."""
     quiet_libraries()
-    cfg = McqConfig(data=data, split=split, limit=limit, batch_size=batch_size, seed=seed)
+    cfg = McqConfig(data=data, split=split, limit=limit, batch_size=batch_size, seed=seed, onnx=onnx)
     results = [(Path(r), run_mcq(cfg, Path(r), force).artifact.metrics) for r in (run_dir, *baselines)]
     emit({str(r): m for r, m in results}, as_json, table(results))

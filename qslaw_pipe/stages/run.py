@@ -1,7 +1,8 @@
 """`qslaw-pipe run`: the main job on the embedded default, stage after stage into one run directory.
 
 prepare -> calibrate (OmniQuant W4 g128) -> tune (QSLAW, easy-VQA + WikiText) -> fold (packed int4)
--> eval mcq (easy-VQA test) -> an answer about one test image. Every stage reuses its finished
+-> export onnx (MatMulNBits) -> eval mcq in onnxruntime (easy-VQA test) -> an answer about one test
+image, in onnxruntime. Every stage reuses its finished
 artifact and resumes a crashed one, so an interrupted run picks up where it stopped.
 """
 
@@ -10,11 +11,11 @@ from pathlib import Path
 import click
 
 from qslaw_pipe.cli_common import emit, json_option, quiet_libraries, user_errors
+from qslaw_pipe.exports.ort_runtime import OrtVlm
 from qslaw_pipe.pipeline.data.text import default_text_path
 from qslaw_pipe.pipeline.train_sets import load_samples
-from qslaw_pipe.pipeline.tuned_model import load_tuned
-from qslaw_pipe.stages import calibrate, eval_mcq, fold, prepare, tune
-from qslaw_pipe.stages.generate import generate, open_image
+from qslaw_pipe.stages import calibrate, eval_mcq, export, fold, prepare, tune
+from qslaw_pipe.stages.generate import open_image
 
 
 def demo_sample(data: str):
@@ -22,12 +23,12 @@ def demo_sample(data: str):
 
 
 def _step(i: int, name: str, text: str) -> None:
-    click.echo(f"[{i}/6] {name:<9} -> {text}", err=True)
+    click.echo(f"[{i}/7] {name:<9} -> {text}", err=True)
 
 
 @click.command("run")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
-@click.option("--bits", type=click.Choice(["2", "3", "4", "8"]), default="4", show_default=True)
+@click.option("--bits", type=click.Choice(["2", "3", "4"]), default="4", show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True, help="OmniQuant epochs per block.")
 @click.option("--nsamples", type=int, default=32, show_default=True, help="OmniQuant calibration sequences.")
 @click.option("--steps", type=int, default=60, show_default=True, help="QSLAW tuning steps.")
@@ -71,12 +72,16 @@ def command(run_dir, bits, epochs, nsamples, steps, seqlen, limit, data, model, 
     _step(
         4, "fold", f"{folded.path} (int4 Linears {folded.metrics['quantized_ratio']:.2f}x their fp16 bytes)"
     )
-    mcq = eval_mcq.run_mcq(eval_mcq.McqConfig(data=data, limit=limit), run_dir).artifact.metrics
-    _step(5, "eval mcq", f"easy-VQA accuracy {100 * mcq['accuracy']:.1f}% on {mcq['n']} test questions")
+    onnx = export.run(export.ExportConfig(), run_dir).artifact
+    _step(5, "export", f"{onnx.path} (MatMulNBits int4, onnxruntime)")
+    mcq_cfg = eval_mcq.McqConfig(data=data, limit=limit, onnx=onnx.path.name)
+    mcq = eval_mcq.run_mcq(mcq_cfg, run_dir).artifact.metrics
+    _step(
+        6, "eval mcq", f"accuracy {100 * mcq['accuracy']:.1f}% on {mcq['n']} test questions, in onnxruntime"
+    )
     sample = demo_sample(data)
-    lm, _ = load_tuned(run_dir)
-    answer = generate(lm, sample.prompt, open_image(sample.image), max_new_tokens=8)
-    _step(6, "generate", "answer about an easy-VQA test image")
+    answer = OrtVlm(onnx.path).generate(sample.prompt, open_image(sample.image), max_new_tokens=8)
+    _step(7, "generate", "answer about a test image, in onnxruntime")
     result = {
         "model": str(model),
         "run_dir": str(run_dir),
@@ -87,7 +92,7 @@ def command(run_dir, bits, epochs, nsamples, steps, seqlen, limit, data, model, 
     }
     human = (
         f"easy-VQA multiple choice: {100 * mcq['accuracy']:.1f}% of {mcq['n']} test questions "
-        f"(tuned QSLAW W{bits}; per category: `qslaw-pipe eval mcq --run-dir {run_dir}`)\n"
+        f"(QSLAW W{bits} int4 in onnxruntime; per category: `qslaw-pipe eval mcq --run-dir {run_dir} --onnx {onnx.path.name}`)\n"
         f"demo question: {sample.prompt.splitlines()[0]} (answer {sample.target})\nmodel answer: {answer}"
     )
     emit(result, as_json, human)
