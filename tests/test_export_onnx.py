@@ -123,7 +123,13 @@ def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
     export = ex.run(ex.ExportConfig(), run).artifact.path.name
     preds = {}
     for onnx_dir in (None, export):
-        res = eval_mcq.run_mcq(eval_mcq.McqConfig(data=data, limit=0, batch_size=3, onnx=onnx_dir), run, bar=False)
-        assert res.artifact.metrics["runtime"] == ("pytorch" if onnx_dir is None else f"onnxruntime ({export})")
-        preds[onnx_dir] = [json.loads(line)["output"] for line in (res.artifact.path / "predictions.jsonl").open()]
+        res = eval_mcq.run_mcq(
+            eval_mcq.McqConfig(data=data, limit=0, batch_size=3, onnx=onnx_dir), run, bar=False
+        )
+        assert res.artifact.metrics["runtime"] == (
+            "pytorch" if onnx_dir is None else f"onnxruntime ({export})"
+        )
+        preds[onnx_dir] = [
+            json.loads(line)["output"] for line in (res.artifact.path / "predictions.jsonl").open()
+        ]
     assert len(preds[None]) == 6 and preds[None] == preds[export]

@@ -76,7 +76,8 @@ def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> 
     model = lm.model
     model.config.get_text_config()._attn_implementation = "eager"
     model.model.language_model.config._attn_implementation = "eager"
-    swap_int4(model, tensors, header, op, accuracy_level)
+    if op != "fp32":  # fp32: the dequantized weights as plain MatMul (a baseline for benchmarks)
+        swap_int4(model, tensors, header, op, accuracy_level)
     text = model.config.get_text_config()
     kv_heads, head_dim = kv_shape(text)
     layers = text.num_hidden_layers

@@ -26,7 +26,9 @@ def greedy_answers(
         out = lm.model.generate(
             **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
         )
-        outputs += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        outputs += [
+            t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
         if bar is not None:
             bar.update(len(chunk))
     return outputs

@@ -18,11 +18,12 @@ from qslaw_pipe.cli_common import (
     run_dir_option,
     user_errors,
 )
-from qslaw_pipe.exports.int4_ops import OPS
+from qslaw_pipe.exports.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
 from qslaw_pipe.pipeline.errors import QslawError
 
 FORMATS = ("onnx",)
+OPS = (*INT4_OPS, "fp32")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
     default="matmulnbits",
     show_default=True,
     help="matmulnbits: onnxruntime's com.microsoft op; qdq: standard UINT4 DequantizeLinear + MatMul; "
-    "custom: our ai.qslaw op (build kernels/ first).",
+    "custom: our ai.qslaw op (build kernels/ first); fp32: dequantized fp32 MatMul (a baseline, no int4).",
 )
 @click.option(
     "--accuracy-level",

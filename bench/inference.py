@@ -1,0 +1,190 @@
+"""Benchmark: deployment speed of the default VLM in one run. Decode tokens/s at batch 1 and time to
+first token with an image (vision + embed + prefill) for ORT int4 (MatMulNBits at accuracy level 0
+and 4, and our ai.qslaw op when built), ORT fp32 (same folded weights, plain MatMul) and PyTorch fp32;
+artifact bytes; and the memory-bandwidth bound of decode (bytes of decoder weights read per token /
+a copy bandwidth measured in the same run). Writes docs/results/inference.{json,md}.
+
+    python bench/inference.py [--calibration runs/bench-calibrate/w4-omniquant] [--tokens 32] [--reps 3]
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from qslaw_pipe.cli_common import quiet_libraries
+from qslaw_pipe.exports.custom_ops import library_path
+from qslaw_pipe.exports.ort_runtime import OrtVlm
+from qslaw_pipe.pipeline.data.easyvqa import load_easyvqa
+from qslaw_pipe.pipeline.folded import load_folded_model
+from qslaw_pipe.stages import export as ex
+from qslaw_pipe.stages import fold as fd
+from qslaw_pipe.stages.generate import open_image
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results"
+
+
+def copy_bandwidth() -> float:
+    """Bytes/s of a large numpy copy (read + write counted once each)."""
+    src = np.ones(64 * 2**20, np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return 2 * src.nbytes / min(times)
+
+
+def weight_bytes(path: Path) -> int:
+    return sum(
+        len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes
+        for i in onnx.load(str(path)).graph.initializer
+    )
+
+
+def time_ort(vlm: OrtVlm, ids, pixels, tokens: int) -> tuple[float, float]:
+    """(time to first token s, decode tokens/s) greedy, no early stop."""
+    t0 = time.perf_counter()
+    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    ttft = time.perf_counter() - t0
+    mask = np.ones_like(ids)
+    t1 = time.perf_counter()
+    for _ in range(tokens):
+        token = int(logits[0, -1].argmax())
+        mask = np.ones((1, mask.shape[1] + 1), np.int64)
+        logits, past = vlm.step(
+            vlm.embed.run(None, {"input_ids": np.array([[token]], np.int64)})[0], mask, past
+        )
+    return ttft, tokens / (time.perf_counter() - t1)
+
+
+@torch.no_grad()
+def time_torch(lm, ids, pixels, tokens: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    out = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels), use_cache=True)
+    ttft = time.perf_counter() - t0
+    past, logits = out.past_key_values, out.logits
+    t1 = time.perf_counter()
+    for _ in range(tokens):
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        out = lm.model(input_ids=token, past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits
+    return ttft, tokens / (time.perf_counter() - t1)
+
+
+def prepare_run(args) -> Path:
+    run = args.runs
+    if not (run / "calibrate").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(args.calibration / "calibrate", run / "calibrate")
+    fd.run(fd.FoldConfig(source="calibrate"), run)
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calibration", type=Path, default=ROOT / "runs" / "bench-calibrate" / "w4-omniquant")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-inference")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    quiet_libraries()
+    run = prepare_run(args)
+    variants = {
+        "ORT int4 MatMulNBits acc0": ex.ExportConfig(int4_op="matmulnbits"),
+        "ORT int4 MatMulNBits acc4": ex.ExportConfig(int4_op="matmulnbits", accuracy_level=4),
+        "ORT fp32": ex.ExportConfig(int4_op="fp32"),
+    }
+    if library_path():
+        variants["ORT int4 ai.qslaw (ours)"] = ex.ExportConfig(int4_op="custom")
+    dirs = {name: ex.run(cfg, run).artifact.path for name, cfg in variants.items()}
+    sample = load_easyvqa("test")[0]
+    image = open_image(sample.image)
+    runners = {name: OrtVlm(d, device="cpu") for name, d in dirs.items()}
+    ids, pixels = next(iter(runners.values())).encode(sample.prompt, image)
+    torch_lm = load_folded_model(run / "fold")
+    results = {name: [] for name in [*runners, "PyTorch fp32"]}
+    for _ in range(args.reps):  # round robin, so machine noise hits every variant alike
+        for name, vlm in runners.items():
+            results[name].append(time_ort(vlm, ids, pixels, args.tokens))
+        results["PyTorch fp32"].append(time_torch(torch_lm, ids, pixels, args.tokens))
+    bandwidth = copy_bandwidth()
+    rows = []
+    for name, times in results.items():
+        row = {
+            "variant": name,
+            "ttft_s": statistics.median(t[0] for t in times),
+            "decode_tok_s": statistics.median(t[1] for t in times),
+        }
+        if name in dirs:
+            row["decoder_weight_bytes"] = weight_bytes(dirs[name] / "decoder.onnx")
+            row["bound_tok_s"] = bandwidth / row["decoder_weight_bytes"]
+        rows.append(row)
+        print(row, flush=True)
+    write(rows, run, args, bandwidth, torch_lm, ids.shape[1])
+
+
+def write(rows, run: Path, args, bandwidth: float, torch_lm, prompt_tokens: int) -> None:
+    fold = json.loads((run / "fold" / "manifest.json").read_text())["metrics"]
+    lm_params = sum(p.numel() for p in torch_lm.model.get_decoder().parameters())
+    fp16_lm = 2 * lm_params
+    int4 = next(r for r in rows if r["variant"] == "ORT int4 MatMulNBits acc0")
+    fp32 = next(r for r in rows if r["variant"] == "ORT fp32")
+    OUT.mkdir(parents=True, exist_ok=True)
+    setup = {
+        "model": "default VLM, LM W4 g128 (OmniQuant), folded",
+        "prompt_tokens_with_image": prompt_tokens,
+        "decode_tokens": args.tokens,
+        "reps": args.reps,
+        "copy_bandwidth_GBps": round(bandwidth / 1e9, 2),
+        "threads": torch.get_num_threads(),
+    }
+    summary = {
+        "int4_over_fp32_decode": int4["decode_tok_s"] / fp32["decode_tok_s"],
+        "int4_fraction_of_bound": int4["decode_tok_s"] / int4["bound_tok_s"],
+        "int4_linears_over_fp16": fold["quantized_ratio"],
+        "int4_decoder_bytes_over_fp16_lm": int4["decoder_weight_bytes"] / fp16_lm,
+    }
+    (OUT / "inference.json").write_text(
+        json.dumps({"setup": setup, "rows": rows, "summary": summary}, indent=2)
+    )
+    lines = [
+        "# Inference benchmark (CPU, batch 1)",
+        "",
+        "Produced by `python bench/inference.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".",
+        "",
+        "| variant | time to first token (s, with image) | decode tok/s | decoder weight MB | bandwidth bound tok/s | % of bound |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mb = f"{r['decoder_weight_bytes'] / 1e6:.1f}" if "decoder_weight_bytes" in r else "-"
+        bound = f"{r['bound_tok_s']:.1f}" if "bound_tok_s" in r else "-"
+        pct = f"{100 * r['decode_tok_s'] / r['bound_tok_s']:.0f}%" if "bound_tok_s" in r else "-"
+        lines.append(
+            f"| {r['variant']} | {r['ttft_s']:.3f} | {r['decode_tok_s']:.1f} | {mb} | {bound} | {pct} |"
+        )
+    lines += [
+        "",
+        f"- ORT int4 (acc 0) decode / ORT fp32 decode: {summary['int4_over_fp32_decode']:.2f}x (goal >= 3x: "
+        f"{'met' if summary['int4_over_fp32_decode'] >= 3 else 'NOT met'}).",
+        f"- ORT int4 (acc 0) at {100 * summary['int4_fraction_of_bound']:.0f}% of its bandwidth bound (goal: within 2x, i.e. >= 50%: "
+        f"{'met' if summary['int4_fraction_of_bound'] >= 0.5 else 'NOT met'}).",
+        f"- Quantized Linears: {summary['int4_linears_over_fp16']:.3f}x their fp16 bytes; whole int4 decoder graph (incl. the fp32 tied "
+        f"embedding / lm_head): {summary['int4_decoder_bytes_over_fp16_lm']:.2f}x the fp16 LM (goal <= 0.3x: "
+        f"{'met' if summary['int4_decoder_bytes_over_fp16_lm'] <= 0.3 else 'NOT met'}).",
+        "- torchao int4 is not in this table: the torchao export is not built yet.",
+    ]
+    (OUT / "inference.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
