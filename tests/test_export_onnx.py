@@ -1,6 +1,10 @@
 """ONNX export of a tiny tuned + folded LLaVA: int4 ops from our codes, onnxruntime parity, generate."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -133,3 +137,56 @@ def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
             json.loads(line)["output"] for line in (res.artifact.path / "predictions.jsonl").open()
         ]
     assert len(preds[None]) == 6 and preds[None] == preds[export]
+
+
+def _optimum_venv() -> Path | None:
+    """A venv (system site packages + transformers < 4.58 + optimum-onnx), cached; None when pip cannot make it."""
+    from qslaw_pipe.pipeline.paths import cache_root
+
+    venv = cache_root() / "venv-optimum"
+    python = venv / "bin" / "python"
+    probe = [
+        str(python),
+        "-c",
+        "import optimum.onnxruntime, transformers; assert transformers.__version__ < '4.58'",
+    ]
+    if python.is_file() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "transformers<4.58", "optimum-onnx"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None
+    return python if subprocess.run(probe, capture_output=True).returncode == 0 else None
+
+
+def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
+    run, _, _ = folded
+    out = ex.run(ex.ExportConfig(), run).artifact.path
+    python = _optimum_venv()
+    if python is None:
+        pytest.skip("could not build the optimum-onnx virtual environment (no package index?)")
+    vlm = OrtVlm(out, device="cpu")
+    ids, _ = vlm.encode(PROMPT, None)
+    vlm.stop = set()  # compare a fixed number of tokens
+    ours = vlm.generate_ids(ids, None, max_new_tokens=8)
+    script = Path(__file__).resolve().parents[1] / "qslaw_pipe" / "exports" / "optimum_check.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [str(python), str(script), str(out / "text"), json.dumps(ids[0].tolist()), "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(out),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["tokens"] == ours

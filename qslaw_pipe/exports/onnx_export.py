@@ -14,7 +14,14 @@ import onnx
 import torch
 
 from qslaw_pipe.exports.int4_ops import Int4Linear
-from qslaw_pipe.exports.onnx_graphs import DecoderGraph, EmbedGraph, VisionGraph, kv_names, kv_shape
+from qslaw_pipe.exports.onnx_graphs import (
+    DecoderGraph,
+    EmbedGraph,
+    TextGraph,
+    VisionGraph,
+    kv_names,
+    kv_shape,
+)
 from qslaw_pipe.exports.retype import retype_qdq_to_uint4
 from qslaw_pipe.pipeline.errors import QslawError
 from qslaw_pipe.pipeline.folded import layer_codes, load_folded_model, read_folded
@@ -67,6 +74,30 @@ def _finish(path: Path) -> None:
     if model.ByteSize() >= TWO_GB:
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
     onnx.checker.check_model(str(path))
+
+
+def export_text_model(model, tokenizer, out: Path, decoder_args: tuple, dynamic: dict) -> None:
+    """text/: a text-only causal LM (model.onnx on input_ids, config.json, tokenizer) for optimum's ORTModelForCausalLM."""
+    out.mkdir()
+    text = model.config.get_text_config()
+    layers = text.num_hidden_layers
+    past = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+    renamed = {
+        **{k: v for k, v in dynamic.items() if not k.startswith("past.") and k != "inputs_embeds"},
+        "input_ids": {0: "batch", 1: "seq"},
+        **{p: {0: "batch", 2: "past"} for p in past},
+    }
+    _export(
+        TextGraph(model),
+        (torch.tensor([[1, 2, 3]]), *decoder_args),
+        out / "model.onnx",
+        ["input_ids", "attention_mask", "position_ids", *past],
+        ["logits", *kv_names(layers, "present")],
+        renamed,
+    )
+    text.use_cache = True
+    text.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> dict:
@@ -122,10 +153,12 @@ def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> 
         ["logits", *kv_names(layers, "present")],
         dynamic,
     )
+    export_text_model(model, lm.processor.tokenizer, out / "text", args[1:], dynamic)
+    graphs = ("vision.onnx", "embed.onnx", "decoder.onnx", "text/model.onnx")
     if op == "qdq":
-        for name in ("vision.onnx", "decoder.onnx"):
+        for name in graphs:
             retype_qdq_to_uint4(out / name)
-    for name in ("vision.onnx", "embed.onnx", "decoder.onnx"):
+    for name in graphs:
         _finish(out / name)
     for f in Path(fold_dir).iterdir():
         if f.is_file() and f.suffix not in (".safetensors",) and f.name not in ("manifest.json",):

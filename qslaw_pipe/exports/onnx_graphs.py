@@ -59,6 +59,18 @@ class DecoderGraph(nn.Module):
         return (self.head(out.last_hidden_state), *presents)
 
 
+class TextGraph(DecoderGraph):
+    """Embeddings + decoder on input_ids, named as optimum's ORTModelForCausalLM expects (text/model.onnx):
+    input_ids, attention_mask, position_ids, past_key_values.<i>.key/value -> logits, present.<i>.key/value."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.embed = model.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        return super().forward(self.embed(input_ids), attention_mask, position_ids, *past)
+
+
 def kv_names(layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{k}" for i in range(layers) for k in ("key", "value")]
 
