@@ -22,7 +22,7 @@ from qslaw_pipe.exports.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
 from qslaw_pipe.pipeline.errors import QslawError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "torchao")
 OPS = (*INT4_OPS, "fp32")
 
 
@@ -44,24 +44,24 @@ class ExportConfig:
 
     @property
     def stage(self) -> str:
-        return f"export-{self.format}-{self.int4_op}" + (
-            f"-acc{self.accuracy_level}" if self.accuracy_level else ""
-        )
+        if self.format == "torchao":
+            return "export-torchao"
+        level = f"-acc{self.accuracy_level}" if self.accuracy_level else ""
+        return f"export-{self.format}-{self.int4_op}{level}"
 
 
 def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
-    from qslaw_pipe.exports.onnx_export import export_onnx
-
     fold = read_artifact(run_dir, "fold")
-    return run_stage(
-        run_dir,
-        cfg.stage,
-        {"format": cfg.format, "int4_op": cfg.int4_op, "accuracy_level": cfg.accuracy_level},
-        {"fold": fold.path},
-        lambda out, _r: export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level),
-        force=force,
-        model_input=None,
-    )
+    if cfg.format == "torchao":
+        from qslaw_pipe.exports.torchao_export import export_torchao
+
+        work, config = (lambda out, _r: export_torchao(fold.path, out)), {"format": cfg.format}
+    else:
+        from qslaw_pipe.exports.onnx_export import export_onnx
+
+        work = lambda out, _r: export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level)  # noqa: E731
+        config = {"format": cfg.format, "int4_op": cfg.int4_op, "accuracy_level": cfg.accuracy_level}
+    return run_stage(run_dir, cfg.stage, config, {"fold": fold.path}, work, force=force, model_input=None)
 
 
 @click.command("export")
@@ -72,7 +72,8 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
     type=click.Choice(FORMATS),
     default="onnx",
     show_default=True,
-    help="onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache).",
+    help="onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache) and text/ for "
+    "optimum; torchao: a Hugging Face directory with torchao int4 tensor subclasses (from_pretrained loads it).",
 )
 @click.option(
     "--int4-op",
@@ -97,9 +98,16 @@ def command(run_dir, fmt, int4_op, accuracy_level, force, as_json) -> None:
     quiet_libraries()
     result = run(ExportConfig(fmt, int4_op, accuracy_level), run_dir, force)
     m = result.artifact.metrics
-    sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
-    human = (
-        f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['layers']} decoder layers)\n  {sizes}\n"
-        f"  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
-    )
+    if fmt == "torchao":
+        human = (
+            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({m['layers']} Linears as "
+            f"{m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB)\n"
+            "  load: qslaw_pipe.exports.torchao_export.load_torchao(path)  (CPU int4 packing at load time)"
+        )
+    else:
+        sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
+        human = (
+            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['layers']} decoder layers)"
+            f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
+        )
     emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)
