@@ -111,11 +111,18 @@ def main() -> None:
     runners = {name: OrtVlm(d, device="cpu") for name, d in dirs.items()}
     ids, pixels = next(iter(runners.values())).encode(sample.prompt, image)
     torch_lm = load_folded_model(run / "fold")
-    results = {name: [] for name in [*runners, "PyTorch fp32"]}
+    torchao_lm = load_torchao(ex.run(ex.ExportConfig(format="torchao"), run).artifact.path)
+    with torch.no_grad():
+        ref = torch_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits
+        tao = torchao_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits
+    torchao_rel_err = float((tao - ref).abs().max() / ref.abs().max())
+    torch_runners = {"PyTorch fp32": torch_lm, "torchao int4 (Int4OpaqueTensor)": torchao_lm}
+    results = {name: [] for name in [*runners, *torch_runners]}
     for _ in range(args.reps):  # round robin, so machine noise hits every variant alike
         for name, vlm in runners.items():
             results[name].append(time_ort(vlm, ids, pixels, args.tokens))
-        results["PyTorch fp32"].append(time_torch(torch_lm, ids, pixels, args.tokens))
+        for name, lm in torch_runners.items():
+            results[name].append(time_torch(lm, ids, pixels, args.tokens))
     bandwidth = copy_bandwidth()
     rows = []
     for name, times in results.items():
@@ -129,10 +136,12 @@ def main() -> None:
             row["bound_tok_s"] = bandwidth / row["decoder_weight_bytes"]
         rows.append(row)
         print(row, flush=True)
-    write(rows, run, args, bandwidth, torch_lm, ids.shape[1])
+    write(rows, run, args, bandwidth, torch_lm, ids.shape[1], torchao_rel_err)
 
 
-def write(rows, run: Path, args, bandwidth: float, torch_lm, prompt_tokens: int) -> None:
+def write(
+    rows, run: Path, args, bandwidth: float, torch_lm, prompt_tokens: int, torchao_rel_err: float
+) -> None:
     fold = json.loads((run / "fold" / "manifest.json").read_text())["metrics"]
     lm_params = sum(p.numel() for p in torch_lm.model.get_decoder().parameters())
     fp16_lm = 2 * lm_params

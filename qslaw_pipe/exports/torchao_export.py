@@ -3,8 +3,9 @@
 Portable checkpoint (what `export --format torchao` writes): a Hugging Face directory whose quantized LM
 Linears hold `IntxUnpackedToInt8Tensor` (qdata int8 = code - 8, zero_point int8 = zp - 8, scale = delta,
 block (1, b)), with `quantization_config` (torchao, IntxWeightOnlyConfig) in config.json, so
-`AutoModelForImageTextToText.from_pretrained(dir)` loads it. `b` = gcd(group size, in_features): a
-short last group (576 = 4 x 128 + 64) is stored as blocks of 64 with each 128-group's qparams repeated.
+`AutoModelForImageTextToText.from_pretrained(dir)` loads it. `b` is the gcd of every layer's group size
+and width: a short last group (576 = 4 x 128 + 64) is stored as blocks of 64 with each 128-group's
+qparams repeated (exact; the bytes of the repeated scales are the price).
 
 `load_torchao(dir)` loads it and, on CPU, packs every such weight into `Int4OpaqueTensor` (tinygemm
 layout: w = (q - 8) * scale + zero with zero = delta * (8 - zp)). Packed bytes are made at load time,
@@ -31,11 +32,12 @@ def repeat_groups(t: torch.Tensor, group_size: int, block: int, in_features: int
     return t.repeat_interleave(reps, dim=1)[:, : in_features // block].contiguous()
 
 
-def intx_weight(codes, delta, zp, group_size: int):
+def intx_weight(codes, delta, zp, group_size: int, block: int | None = None):
+    """IntxUnpackedToInt8Tensor [out, in] with blocks of `block` inputs (default: gcd(group size, in))."""
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
     k = codes.shape[1]
-    b = block_size(group_size, k)
+    b = block or block_size(group_size, k)
     qdata = (codes.to(torch.int16) - 8).to(torch.int8)
     zero = (repeat_groups(zp, group_size, b, k).to(torch.int16) - 8).to(torch.int8)
     return IntxUnpackedToInt8Tensor(
@@ -53,18 +55,19 @@ def export_torchao(fold_dir: Path, out: Path) -> dict:
         raise QslawError(
             f"torchao int4 export of {header['bits']}-bit codes", "calibrate with --bits 2, 3 or 4"
         )
-    blocks = {n: block_size(header["group_sizes"][n], k) for n, (_, k) in header["shapes"].items()}
-    if len(set(blocks.values())) != 1:
+    # one block for every layer (TorchAoConfig takes one granularity): the gcd of all groups and widths
+    block = math.gcd(*(block_size(header["group_sizes"][n], k) for n, (_, k) in header["shapes"].items()))
+    if block < 16:
         raise QslawError(
-            f"layers need different torchao block sizes {sorted(set(blocks.values()))}",
-            "calibrate with one group size dividing every in_features",
+            f"the layers' groups only share a block of {block} inputs",
+            "calibrate with --group-size 32, 64 or 128",
         )
     lm = load_folded_model(fold_dir)
     keep = [
         n for n, m in lm.model.named_modules() if isinstance(m, torch.nn.Linear) and n not in header["shapes"]
     ]
     cfg = TorchAoConfig(
-        IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(next(iter(blocks.values())))),
+        IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(block)),
         modules_to_not_convert=keep,
     )
     with (
@@ -94,7 +97,7 @@ def export_torchao(fold_dir: Path, out: Path) -> dict:
     lm.processor.save_pretrained(out)
     return {
         "layers": len(converted),
-        "block_size": next(iter(blocks.values())),
+        "block_size": block,
         "tensor_subclass": "IntxUnpackedToInt8Tensor",
         "bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
     }
