@@ -24,7 +24,7 @@ def library(tmp_path_factory):
         pytest.skip(f"custom-op library not buildable here: {e}")
 
 
-def _session(library, op: str, k: int, n: int, gs: int):
+def _session(library, op: str, k: int, n: int, gs: int, providers=("CPUExecutionProvider",)):
     # symbolic shapes, so the kernel's own checks see malformed inputs
     ins = [
         helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "kb"]),
@@ -44,7 +44,7 @@ def _session(library, op: str, k: int, n: int, gs: int):
     )
     opts = ort.SessionOptions()
     opts.register_custom_ops_library(str(library))
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))
 
 
 def _operands(n, k, gs, seed):
