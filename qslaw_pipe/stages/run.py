@@ -52,7 +52,7 @@ def _step(i: int, name: str, text: str) -> None:
 def command(run_dir, bits, epochs, nsamples, steps, seqlen, limit, data, model, text, as_json) -> None:
     """Run the whole pipeline on the default VLM into RUN_DIR (resumable: finished stages are reused).
 
-    About 20-25 minutes on 2 CPU cores; every stage can also be run alone (see `qslaw-pipe --help`).
+    Every stage reuses a finished artifact; each can also be run alone (see `qslaw-pipe --help`).
     """
     quiet_libraries()
     model = model or prepare.run(prepare.PrepareConfig()).artifact.path
