@@ -14,10 +14,10 @@ Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
   calibrate  OmniQuant (or RTN) int-k qparams of the LM: delta, zero point per group
   tune       QSLAW: learn group scales + projector on image QA (or a baseline)
   fold       pack the int-k codes (tuned scales folded in, exact) with delta, zero point
-  export     ONNX graphs with int4 ops (MatMulNBits / QDQ / ours) for onnxruntime
+  export     ONNX (MatMulNBits / QDQ / our int4 op) for onnxruntime, or torchao int4
   eval ppl   held-out WikiText perplexity, full precision vs quantized
   eval mcq   multiple-choice accuracy of tuned runs, side by side
-  generate   answer a question about an image with a model directory
+  generate   answer a question about an image (PyTorch model dir or --onnx export)
 
 Every stage reuses a finished artifact with the same config, refuses a different one
 without --force, and prints JSON with --json.
