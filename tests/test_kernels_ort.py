@@ -1,7 +1,6 @@
 """The ai.qslaw onnxruntime library: CPU kernels vs the reference, nvcc compile, custom export parity."""
 
 import shutil
-import subprocess
 
 import numpy as np
 import onnxruntime as ort
@@ -102,20 +101,7 @@ def test_cpu_matmul_rejects_wrong_shapes(library):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_cuda_sources_compile_with_nvcc(tmp_path):
-    subprocess.run(
-        [
-            "nvcc",
-            "-O3",
-            "-std=c++17",
-            "-Xcompiler",
-            "-fPIC",
-            "-c",
-            str(kb.CSRC / "int4_cuda.cu"),
-            "-o",
-            str(tmp_path / "int4_cuda.o"),
-        ],
-        check=True,
-    )
+    assert kb.compile_cuda(tmp_path / "int4_cuda.o").stat().st_size > 0
 
 
 def test_custom_export_runs_and_matches_matmulnbits(library, monkeypatch, folded_run):

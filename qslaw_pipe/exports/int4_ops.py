@@ -15,8 +15,8 @@ and carries a `symbolic` that the ONNX exporter emits instead:
 import torch
 from torch import nn
 
-from qslaw_pipe.kernels.pack import pack_int4, unpack_int4
-from qslaw_pipe.kernels.quant import dequantize_codes, n_groups
+from qslaw_pipe.kernels.pack import pack_int4
+from qslaw_pipe.kernels.quant import dequantize_codes
 
 OPS = ("matmulnbits", "qdq", "custom")
 CUSTOM_DOMAIN = "ai.qslaw"
@@ -93,7 +93,7 @@ class Int4Linear(nn.Module):
         if op == "matmulnbits":
             b, s, z = matmulnbits_inputs(codes, delta, zp, group_size)
         elif op == "qdq":  # [K, N] along K in blocks; uint8 here, UINT4 after retyping
-            b = _pad_blocks(codes, group_size)[:, : self.in_features].t().contiguous()
+            b = codes.t().contiguous()
             s, z = delta.t().contiguous(), zp.t().contiguous()
         else:
             b, s, z = pack_int4(codes), delta.contiguous(), zp.contiguous()
@@ -128,11 +128,3 @@ class Int4Linear(nn.Module):
                 self.group_size,
             )
         return y if self.bias is None else y + self.bias
-
-
-def codes_from_custom(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    return unpack_int4(packed, in_features)
-
-
-def blocks(in_features: int, group_size: int) -> int:
-    return n_groups(in_features, group_size)

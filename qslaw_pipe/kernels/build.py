@@ -77,32 +77,27 @@ def include_dir() -> Path:
     return fetch_debian_headers(cache_root() / "ort-headers")
 
 
-def cuda_objects(include: Path, out: Path) -> list[str]:
-    """Compile the CUDA kernels with nvcc when present; returns objects to link (empty without nvcc)."""
-    if shutil.which("nvcc") is None:
-        return []
-    obj = out / "int4_cuda.o"
-    subprocess.run(
-        [
-            "nvcc",
-            "-O3",
-            "-std=c++17",
-            "-Xcompiler",
-            "-fPIC",
-            "-c",
-            str(CSRC / "int4_cuda.cu"),
-            "-o",
-            str(obj),
-        ],
-        check=True,
-    )
-    return [str(obj)]
+def compile_cuda(obj: Path) -> Path:
+    """nvcc -> object file of csrc/int4_cuda.cu (raises CalledProcessError on a compile error)."""
+    cmd = [
+        "nvcc",
+        "-O3",
+        "-std=c++17",
+        "-Xcompiler",
+        "-fPIC",
+        "-c",
+        str(CSRC / "int4_cuda.cu"),
+        "-o",
+        str(obj),
+    ]
+    subprocess.run(cmd, check=True)
+    return obj
 
 
 def build(out: Path = BUILD, cuda: bool = True) -> Path:
     include = include_dir()
     out.mkdir(parents=True, exist_ok=True)
-    objs = cuda_objects(include, out) if cuda else []
+    objs = [str(compile_cuda(out / "int4_cuda.o"))] if cuda and shutil.which("nvcc") else []
     cxx = os.environ.get("CXX", "g++")
     cmd = [
         cxx,
