@@ -121,3 +121,16 @@ def test_custom_export_runs_and_matches_matmulnbits(library, monkeypatch, folded
     assert OrtVlm(outs["custom"], device="cpu").generate("What color is the square?", image, 6) == OrtVlm(
         outs["matmulnbits"], device="cpu"
     ).generate("What color is the square?", image, 6)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_library_with_cuda_kernels_links_and_runs_on_cpu(tmp_path):
+    """Built with nvcc (CUDA kernels registered for the CUDA EP), the library still serves CPU sessions."""
+    lib = kb.build(tmp_path, cuda=True)
+    packed, delta, zp = _operands(40, 577, 64, seed=3)
+    a = torch.randn(1, 577, generator=torch.Generator().manual_seed(1))
+    y = _session(lib, "MatMulInt4", 577, 40, 64).run(
+        None, {"A": a.numpy(), "B": packed.numpy(), "d": delta.numpy(), "z": zp.numpy()}
+    )[0]
+    ref = matmul_int4_reference(a, packed, delta, zp, 577, 64).numpy()
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()

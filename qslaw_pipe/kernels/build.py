@@ -77,6 +77,18 @@ def include_dir() -> Path:
     return fetch_debian_headers(cache_root() / "ort-headers")
 
 
+def cuda_root() -> Path:
+    """$CUDA_HOME / $CUDA_PATH, else the toolkit of the nvcc on PATH (which may be a wrapper script)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    out = subprocess.run(
+        ["nvcc", "--dryrun", "-E", "-x", "cu", os.devnull], capture_output=True, text=True
+    ).stderr
+    top = next((line.split("TOP=", 1)[1] for line in out.splitlines() if "TOP=" in line), None)
+    return Path(top.strip()).resolve() if top else Path(shutil.which("nvcc")).resolve().parents[1]
+
+
 def compile_cuda(obj: Path) -> Path:
     """nvcc -> object file of csrc/int4_cuda.cu (raises CalledProcessError on a compile error)."""
     cmd = [
@@ -117,7 +129,9 @@ def build(out: Path = BUILD, cuda: bool = True) -> Path:
     ]
     if objs:
         cmd[1:1] = ["-DQSLAW_WITH_CUDA"]
-        cmd += ["-lcudart"] + [f"-L{Path(shutil.which('nvcc')).parents[1] / 'lib64'}"]
+        root = cuda_root()
+        libs = [root / "lib64", root / "lib", root / "targets" / "x86_64-linux" / "lib"]
+        cmd += [f"-L{d}" for d in libs if d.is_dir()] + ["-lcudart"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise QslawError(

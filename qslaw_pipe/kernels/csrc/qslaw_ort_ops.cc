@@ -73,7 +73,7 @@ struct MatMulInt4 {
     float* y = Y.Allocate(out);
     std::vector<float> asum(M * G);
     qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
-    RowJob job{A.Data(), asum.data(), B.Data(), delta.Data(), zp.Data(), y, M, N, K, group_size, M <= 4 ? 32 : 8};
+    RowJob job{A.Data(), asum.data(), B.Data(), delta.Data(), zp.Data(), y, M, N, K, group_size, M <= 4 ? 32 : 16};  // 16: one panel of the prefill kernel
     return parallel_rows(ctx, matmul_task, job);
   }
   int64_t K, N, group_size;
