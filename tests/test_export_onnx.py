@@ -39,19 +39,22 @@ def _greedy_torch(lm, ids, pixels, n):
 
 
 @pytest.mark.parametrize(
-    "op, node, weight_type",
+    "op, node, weight_type, decoder, n_int4",
     [
-        ("matmulnbits", "MatMulNBits", onnx.TensorProto.UINT8),
-        ("qdq", "DequantizeLinear", onnx.TensorProto.UINT4),
+        ("matmulnbits", "MatMulNBits", onnx.TensorProto.UINT8, "built", 8),
+        ("qdq", "DequantizeLinear", onnx.TensorProto.UINT4, "built", 8),
+        ("matmulnbits", "MatMulNBits", onnx.TensorProto.UINT8, "traced", 14),
+        ("qdq", "DequantizeLinear", onnx.TensorProto.UINT4, "traced", 14),
     ],
 )
-def test_onnx_export_matches_folded_model(folded, op, node, weight_type):
+def test_onnx_export_matches_folded_model(folded, op, node, weight_type, decoder, n_int4):
     run, image, lm = folded
-    res = ex.run(ex.ExportConfig(int4_op=op), run)
+    res = ex.run(ex.ExportConfig(int4_op=op, decoder=decoder), run)
     out = res.artifact.path
     graph = onnx.load(str(out / "decoder.onnx")).graph
     int4 = [n for n in graph.node if n.op_type == node]
-    assert len(int4) == 14  # every quantized decoder Linear
+    # every quantized decoder Linear: 7 per layer traced, 4 built (q/k/v and gate/up fused)
+    assert len(int4) == n_int4
     inits = {i.name: i for i in graph.initializer}
     assert all(inits[n.input[1 if op == "matmulnbits" else 0]].data_type == weight_type for n in int4)
     vlm = OrtVlm(out, device="cpu")
@@ -113,7 +116,9 @@ def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_
 
     monkeypatch.setattr(custom_ops, "library_path", lambda: None)  # as on a machine that never built it
     out = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
-    assert sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 14
+    assert (
+        sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 8
+    )  # q/k/v and gate/up fused in the built decoder
     with pytest.raises(QslawError, match="python -m qslaw_pipe.kernels.build"):
         OrtVlm(out, device="cpu")
 
@@ -190,3 +195,53 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1])["tokens"] == ours
+
+
+@pytest.mark.parametrize(
+    "op, head, bits", [("matmulnbits", "int8", 8), ("qdq", "int4", 4), ("custom", "int8", 8)]
+)
+def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits, monkeypatch):
+    from qslaw_pipe.exports.custom_ops import library_path
+    from qslaw_pipe.exports.decoder_onnx import LM_HEADS
+    from qslaw_pipe.exports.onnx_linear import LinearWeights, rtn_linear
+
+    if op == "custom" and library_path() is None:
+        pytest.skip("custom-op library not built")
+    run, image, lm = folded
+    out = ex.run(ex.ExportConfig(int4_op=op, lm_head=head), run).artifact.path
+    assert out.name.endswith(f"-head{bits}")
+    graph = onnx.load(str(out / "decoder.onnx")).graph
+    producer = next(n for n in graph.node if "logits" in n.output)
+    if op == "qdq":
+        assert producer.op_type == "MatMul"
+    else:  # 8-bit heads use MatMulNBits even in custom-op graphs
+        assert producer.op_type == "MatMulNBits"
+        assert next(a.i for a in producer.attribute if a.name == "bits") == bits
+    head_w = lm.model.get_output_embeddings().weight.detach()
+    rtn = rtn_linear(LinearWeights(head_w.clone()), *LM_HEADS[head]).weight
+    assert 0 < (rtn - head_w).abs().max() < 0.2 * head_w.abs().max()  # really quantized, not garbage
+    vlm = OrtVlm(out, device="cpu")
+    ids, pixels = vlm.encode(PROMPT, image)
+    logits, _ = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    with torch.no_grad():
+        hidden = lm.model(
+            input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels), output_hidden_states=True
+        ).hidden_states[-1]
+        ref = (hidden @ rtn.t()).numpy()
+    assert np.abs(logits - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+def test_lm_head_option_refuses_traced_decoder(folded):
+    run, _, _ = folded
+    with pytest.raises(QslawError, match="--lm-head folded"):
+        ex.run(ex.ExportConfig(decoder="traced", lm_head="int8"), run)
+
+
+def test_decoder_outside_the_built_family_falls_back_to_traced(folded, monkeypatch):
+    from qslaw_pipe.exports.onnx_export import decoder_kind
+
+    _, _, lm = folded
+    assert decoder_kind(lm.model, "built") == "built"
+    monkeypatch.setattr(lm.model.config.get_text_config(), "hidden_act", "gelu")
+    with pytest.warns(UserWarning, match="traced, not built: activation gelu"):
+        assert decoder_kind(lm.model, "built") == "traced"

@@ -21,19 +21,51 @@ def test_short_last_group_becomes_repeated_blocks_exactly():
     assert torch.equal(w.dequantize(), dequantize_codes(codes, delta, zp, 128))
 
 
-@pytest.mark.parametrize("opaque, tol", [(False, 0.0), (True, 1e-5)])
-def test_torchao_export_matches_folded_model(folded_run, opaque, tol):
+@pytest.mark.parametrize("packed, tol", [(False, 0.0), (True, 1e-5)])
+def test_torchao_export_matches_folded_model(folded_run, packed, tol):
     from torchao.prototype.quantization.int4.int4_opaque_tensor import Int4OpaqueTensor
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
     run, _ = folded_run
     res = ex.run(ex.ExportConfig(format="torchao"), run)
     assert res.artifact.metrics["layers"] == 14
-    lm = load_torchao(res.artifact.path, opaque=opaque)
-    kind = Int4OpaqueTensor if opaque else IntxUnpackedToInt8Tensor
+    lm = load_torchao(res.artifact.path, packed=packed)
+    kind = Int4OpaqueTensor if packed else IntxUnpackedToInt8Tensor
     assert sum(isinstance(getattr(m, "weight", None), kind) for m in lm.model.modules()) == 14
     ref = load_folded_model(run / "fold")
     ids = torch.tensor([[5, 9, 17, 33, 2, 40]])
     with torch.no_grad():
         a, b = lm.model(input_ids=ids).logits, ref.model(input_ids=ids).logits
     assert (a - b).abs().max() <= tol * b.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8,
+    reason="needs a CUDA device of compute capability 8.0+ (tinygemm)",
+)
+def test_torchao_cuda_tile_packed_matches_folded_model(folded_run):
+    from torchao.quantization import Int4TilePackedTo4dTensor
+
+    run, _ = folded_run
+    res = ex.run(ex.ExportConfig(format="torchao"), run)
+    lm = load_torchao(res.artifact.path, device="cuda")
+    assert (
+        sum(isinstance(getattr(m, "weight", None), Int4TilePackedTo4dTensor) for m in lm.model.modules())
+        == 14
+    )
+    ref = load_folded_model(run / "fold")
+    ids = torch.tensor([[5, 9, 17, 33, 2, 40]])
+    with torch.no_grad():
+        a, b = lm.model(input_ids=ids.cuda()).logits.float().cpu(), ref.model(input_ids=ids).logits
+    assert (a - b).abs().max() <= 2e-2 * b.abs().max()  # bf16 activations and scales
+
+
+def test_torchao_load_on_a_missing_device_names_the_fix(folded_run):
+    from qslaw_pipe.pipeline.errors import QslawError
+
+    run, _ = folded_run
+    res = ex.run(ex.ExportConfig(format="torchao"), run)
+    device = "meta" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(QslawError, match="use device cpu"):
+        load_torchao(res.artifact.path, device=device)

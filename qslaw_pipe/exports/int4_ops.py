@@ -35,6 +35,14 @@ def matmulnbits_inputs(codes: torch.Tensor, delta: torch.Tensor, zp: torch.Tenso
     return b.contiguous(), delta.reshape(-1).contiguous(), pack_int4(zp_rows).reshape(-1).contiguous()
 
 
+def _typed(x, n: int, y):
+    """Give a custom op's output x's type with the last dimension n (the exporter cannot infer it)."""
+    sizes = x.type().varyingSizes()
+    if sizes is not None:
+        y.setType(x.type().with_sizes([*sizes[:-1], n]))
+    return y
+
+
 class _MatMulNBits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, scales, zps, weight, k, n, block, level):
@@ -42,17 +50,21 @@ class _MatMulNBits(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, b, scales, zps, weight, k, n, block, level):
-        return g.op(
-            "com.microsoft::MatMulNBits",
+        return _typed(
             x,
-            b,
-            scales,
-            zps,
-            K_i=k,
-            N_i=n,
-            bits_i=4,
-            block_size_i=block,
-            accuracy_level_i=level,
+            n,
+            g.op(
+                "com.microsoft::MatMulNBits",
+                x,
+                b,
+                scales,
+                zps,
+                K_i=k,
+                N_i=n,
+                bits_i=4,
+                block_size_i=block,
+                accuracy_level_i=level,
+            ),
         )
 
 
@@ -74,7 +86,9 @@ class _Custom(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, packed, delta, zp, weight, k, n, group):
-        return g.op(f"{CUSTOM_DOMAIN}::MatMulInt4", x, packed, delta, zp, K_i=k, N_i=n, group_size_i=group)
+        return _typed(
+            x, n, g.op(f"{CUSTOM_DOMAIN}::MatMulInt4", x, packed, delta, zp, K_i=k, N_i=n, group_size_i=group)
+        )
 
 
 class Int4Linear(nn.Module):

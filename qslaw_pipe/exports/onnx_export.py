@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from qslaw_pipe.exports.decoder_onnx import build_decoder, save_decoder, unsupported_reason
 from qslaw_pipe.exports.int4_ops import Int4Linear
 from qslaw_pipe.exports.onnx_graphs import (
     DecoderGraph,
@@ -100,11 +101,39 @@ def export_text_model(model, tokenizer, out: Path, decoder_args: tuple, dynamic:
     tokenizer.save_pretrained(out)
 
 
-def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> dict:
-    """Write vision.onnx, embed.onnx, decoder.onnx and qslaw_onnx.json into `out`; returns a summary."""
+def decoder_kind(model, requested: str) -> str:
+    """'built' (decoder_onnx, fused onnxruntime ops) where the architecture allows, else 'traced'."""
+    reason = unsupported_reason(model) if requested == "built" else None
+    if reason:
+        warnings.warn(f"decoder.onnx is traced, not built: {reason}", stacklevel=2)
+    return "traced" if requested == "traced" or reason else "built"
+
+
+def export_onnx(
+    fold_dir: Path,
+    out: Path,
+    op: str,
+    accuracy_level: int = 0,
+    decoder: str = "built",
+    lm_head: str = "folded",
+) -> dict:
+    """Write vision.onnx, embed.onnx, decoder.onnx and qslaw_onnx.json into `out`; returns a summary.
+
+    decoder: 'built' assembles decoder.onnx from fused onnxruntime ops (decoder_onnx.py) for Llama-family
+    models and falls back to 'traced' (torch.onnx.export of transformers' modules) for the others.
+    lm_head: 'folded', or 'int8' / 'int4' round-to-nearest at export (built decoder only)."""
     tensors, header = read_folded(fold_dir)
     lm = load_folded_model(fold_dir)
     model = lm.model
+    decoder = decoder_kind(model, decoder)
+    if decoder == "traced" and lm_head != "folded":
+        raise QslawError(
+            f"--lm-head {lm_head} needs the built decoder, and this export is traced",
+            "export with --lm-head folded",
+        )
+    if decoder == "built":
+        graph = build_decoder(model, tensors, header, op, accuracy_level, lm_head)
+        save_decoder(graph, out / "decoder.onnx")
     model.config.get_text_config()._attn_implementation = "eager"
     model.model.language_model.config._attn_implementation = "eager"
     if op != "fp32":  # fp32: the dequantized weights as plain MatMul (a baseline for benchmarks)
@@ -145,18 +174,21 @@ def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> 
         **{k: {0: "batch", 2: "past"} for k in kv_names(layers, "past")},
         **{k: {0: "batch", 2: "total"} for k in kv_names(layers, "present")},
     }
-    _export(
-        DecoderGraph(model),
-        args,
-        out / "decoder.onnx",
-        ["inputs_embeds", "attention_mask", "position_ids", *kv_names(layers, "past")],
-        ["logits", *kv_names(layers, "present")],
-        dynamic,
-    )
+    traced = ["vision.onnx", "embed.onnx", "text/model.onnx"]
+    if decoder == "traced":
+        _export(
+            DecoderGraph(model),
+            args,
+            out / "decoder.onnx",
+            ["inputs_embeds", "attention_mask", "position_ids", *kv_names(layers, "past")],
+            ["logits", *kv_names(layers, "present")],
+            dynamic,
+        )
+        traced.append("decoder.onnx")
     export_text_model(model, lm.processor.tokenizer, out / "text", args[1:], dynamic)
     graphs = ("vision.onnx", "embed.onnx", "decoder.onnx", "text/model.onnx")
-    if op == "qdq":
-        for name in graphs:
+    if op == "qdq":  # the built decoder writes UINT4 itself
+        for name in traced:
             retype_qdq_to_uint4(out / name)
     for name in graphs:
         _finish(out / name)
@@ -166,6 +198,8 @@ def export_onnx(fold_dir: Path, out: Path, op: str, accuracy_level: int = 0) -> 
     runtime = {
         "int4_op": op,
         "accuracy_level": accuracy_level,
+        "decoder": decoder,
+        "lm_head": lm_head,
         "layers": layers,
         "kv_heads": kv_heads,
         "head_dim": head_dim,

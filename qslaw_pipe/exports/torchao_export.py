@@ -7,9 +7,10 @@ block (1, b)), with `quantization_config` (torchao, IntxWeightOnlyConfig) in con
 and width: a short last group (576 = 4 x 128 + 64) is stored as blocks of 64 with each 128-group's
 qparams repeated (exact; the bytes of the repeated scales are the price).
 
-`load_torchao(dir)` loads it and, on CPU, packs every such weight into `Int4OpaqueTensor` (tinygemm
-layout: w = (q - 8) * scale + zero with zero = delta * (8 - zp)). Packed bytes are made at load time,
-never stored, since they depend on the machine.
+`load_torchao(dir, device)` loads it and packs every such weight for the device's int4 kernel: on CPU
+`Int4OpaqueTensor`, on CUDA `Int4TilePackedTo4dTensor` (tinygemm tile layout, bf16 scales; K padded
+to 1024 and N to 8 as torchao does). Both use w = (q - 8) * scale + zero with zero = delta * (8 - zp).
+Packed bytes are made at load time, never stored, since they depend on the machine.
 """
 
 import math
@@ -123,19 +124,65 @@ def to_opaque(w) -> torch.Tensor:
     )
 
 
-def load_torchao(path: Path, device: str = "cpu", opaque: bool = True):
-    """The exported model (IntxUnpacked weights), with CPU int4 packing applied at load time when `opaque`."""
+def _padded(t: torch.Tensor, rows: int, cols: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]), value=value)
+
+
+def to_tile_packed(w, device: torch.device) -> torch.Tensor:
+    """IntxUnpackedToInt8Tensor -> Int4TilePackedTo4dTensor on a CUDA device (sm80+), tinygemm's layout."""
+    from torchao.quantization import Int4TilePackedTo4dTensor
+    from torchao.quantization.utils import pack_tinygemm_scales_and_zeros
+
+    b = w.block_size[1]
+    if b not in (32, 64, 128, 256):
+        raise QslawError(
+            f"Int4TilePackedTo4dTensor needs block 32/64/128/256, this checkpoint has {b}",
+            "use the IntxUnpacked weights as loaded",
+        )
+    n, k = w.shape
+    n_pad, k_pad = -(-n // 8) * 8, -(-k // 1024) * 1024
+    codes = _padded(w.qdata.to(torch.int32) + 8, n_pad, k_pad, 8).to(device)  # padded inputs are zero
+    packed = torch.ops.aten._convert_weight_to_int4pack(
+        ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8).contiguous(), 8
+    )
+    scale = _padded(w.scale.float(), n_pad, k_pad // b, 1.0)
+    zero = scale * (8 - _padded(w.zero_point.float() + 8, n_pad, k_pad // b, 8.0))
+    sz = pack_tinygemm_scales_and_zeros(scale.to(device, torch.bfloat16), zero.to(device, torch.bfloat16))
+    return Int4TilePackedTo4dTensor(packed, sz, [1, b], w.shape)
+
+
+def load_torchao(path: Path, device: str = "cpu", packed: bool = True):
+    """The exported model (IntxUnpacked weights) on `device`; with `packed`, every int4 weight is packed
+    at load time for the device's kernel (CPU: Int4OpaqueTensor, fp32; CUDA: Int4TilePackedTo4dTensor, bf16)."""
     from torchao.quantization import IntxUnpackedToInt8Tensor
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from qslaw_pipe.pipeline.model import LoadedModel
 
-    if device != "cpu":
-        raise QslawError(f"torchao loading on {device} is not built yet", "load with device cpu")
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+        raise QslawError(
+            f"cannot load torchao int4 weights on {device}", "use device cpu, or cuda on a GPU machine"
+        )
+    if dev.type == "cuda" and not packed:
+        raise QslawError(
+            "unpacked IntxUnpacked weights load on the CPU only", "load on cuda with packed=True"
+        )
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    if opaque:
+    if packed:
         for _, m in model.named_modules():
             w = getattr(m, "weight", None)
             if isinstance(w, IntxUnpackedToInt8Tensor):
-                m.weight = torch.nn.Parameter(to_opaque(w), requires_grad=False)
-    return LoadedModel(model, AutoProcessor.from_pretrained(path), Path(path))
+                t = to_opaque(w) if dev.type == "cpu" else to_tile_packed(w, dev)
+                m.weight = torch.nn.Parameter(t, requires_grad=False)
+    return LoadedModel(_move_plain(model, dev, dtype), AutoProcessor.from_pretrained(path), Path(path))
+
+
+def _move_plain(model, device: torch.device, dtype: torch.dtype):
+    """Move every plain parameter and buffer (not the packed int4 subclasses, already placed) to device/dtype."""
+    for m in model.modules():
+        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]:
+            if type(t) in (torch.Tensor, torch.nn.Parameter):
+                t.data = t.data.to(device, dtype if t.is_floating_point() else t.dtype)
+    return model

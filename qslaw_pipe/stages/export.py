@@ -24,15 +24,21 @@ from qslaw_pipe.pipeline.errors import QslawError
 
 FORMATS = ("onnx", "torchao")
 OPS = (*INT4_OPS, "fp32")
+DECODERS = ("built", "traced")
+LM_HEADS = ("folded", "int8", "int4")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations)."""
+    """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations).
+    decoder: built (fused onnxruntime ops, Llama-family models; others fall back to traced) or traced.
+    lm_head: folded (as in the fold artifact) or int8 / int4 (round-to-nearest at export, built decoder)."""
 
     format: str = "onnx"
     int4_op: str = "matmulnbits"
     accuracy_level: int = 0
+    decoder: str = "built"
+    lm_head: str = "folded"
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -41,13 +47,19 @@ class ExportConfig:
             raise QslawError(f"invalid --int4-op {self.int4_op}", f"use one of {', '.join(OPS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise QslawError(f"invalid --accuracy-level {self.accuracy_level}", "use 0 (fp32) to 4 (int8)")
+        if self.lm_head not in LM_HEADS:
+            raise QslawError(f"invalid --lm-head {self.lm_head}", f"use one of {', '.join(LM_HEADS)}")
+        if self.decoder not in DECODERS:
+            raise QslawError(f"invalid --decoder {self.decoder}", f"use one of {', '.join(DECODERS)}")
 
     @property
     def stage(self) -> str:
         if self.format == "torchao":
             return "export-torchao"
         level = f"-acc{self.accuracy_level}" if self.accuracy_level else ""
-        return f"export-{self.format}-{self.int4_op}{level}"
+        traced = "-traced" if self.decoder == "traced" else ""
+        head = "" if self.lm_head == "folded" else f"-head{self.lm_head[3:]}"
+        return f"export-{self.format}-{self.int4_op}{level}{traced}{head}"
 
 
 def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
@@ -59,8 +71,16 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
     else:
         from qslaw_pipe.exports.onnx_export import export_onnx
 
-        work = lambda out, _r: export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level)  # noqa: E731
-        config = {"format": cfg.format, "int4_op": cfg.int4_op, "accuracy_level": cfg.accuracy_level}
+        def work(out, _r):
+            return export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level, cfg.decoder, cfg.lm_head)
+
+        config = {
+            "format": cfg.format,
+            "int4_op": cfg.int4_op,
+            "accuracy_level": cfg.accuracy_level,
+            "decoder": cfg.decoder,
+            "lm_head": cfg.lm_head,
+        }
     return run_stage(run_dir, cfg.stage, config, {"fold": fold.path}, work, force=force, model_input=None)
 
 
@@ -90,13 +110,30 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
     show_default=True,
     help="MatMulNBits compute: 0 exact fp32, 4 int8 activations (faster, approximate).",
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default="built",
+    show_default=True,
+    help="built: decoder.onnx assembled from fused onnxruntime ops (GroupQueryAttention, "
+    "SkipSimplifiedLayerNormalization; Llama-family models, others fall back to traced); "
+    "traced: torch.onnx.export of the transformers modules.",
+)
+@click.option(
+    "--lm-head",
+    type=click.Choice(LM_HEADS),
+    default="folded",
+    show_default=True,
+    help="folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
+    "codes at export (groups of 128 / 32), for fewer bytes read per token (approximate; built decoder only).",
+)
 @force_option
 @json_option
 @user_errors
-def command(run_dir, fmt, int4_op, accuracy_level, force, as_json) -> None:
+def command(run_dir, fmt, int4_op, accuracy_level, decoder, lm_head, force, as_json) -> None:
     """Export RUN_DIR/fold to a deployable model -> RUN_DIR/export-<format>-<op>/."""
     quiet_libraries()
-    result = run(ExportConfig(fmt, int4_op, accuracy_level), run_dir, force)
+    result = run(ExportConfig(fmt, int4_op, accuracy_level, decoder, lm_head), run_dir, force)
     m = result.artifact.metrics
     if fmt == "torchao":
         human = (
