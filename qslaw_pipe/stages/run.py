@@ -29,10 +29,10 @@ def _step(i: int, name: str, text: str) -> None:
 @click.command("run")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
 @click.option("--bits", type=click.Choice(["2", "3", "4"]), default="4", show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True, help="OmniQuant epochs per block.")
+@click.option("--epochs", type=int, default=2, show_default=True, help="OmniQuant epochs per block.")
 @click.option("--nsamples", type=int, default=32, show_default=True, help="OmniQuant calibration sequences.")
 @click.option("--steps", type=int, default=60, show_default=True, help="QSLAW tuning steps.")
-@click.option("--seqlen", type=int, default=512, show_default=True, help="Tokens per calibration sequence.")
+@click.option("--seqlen", type=int, default=256, show_default=True, help="Tokens per calibration sequence.")
 @click.option("--limit", type=int, default=200, show_default=True, help="Test questions scored (0 = all).")
 @click.option("--data", default="easyvqa", show_default=True, help="easyvqa, or a ScienceQA directory.")
 @click.option(
