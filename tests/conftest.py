@@ -36,3 +36,15 @@ def folded_run(tmp_path_factory, llava_dir, corpus):
     tn.run(cfg, run, llava_dir, corpus, bar=False)
     fd.run(fd.FoldConfig(), run)
     return run, Image.open(sqa / "images" / "test" / "test0" / "image.png").convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory):
+    """The ai.qslaw custom-op library (CPU kernels), built once per test session."""
+    from qslaw_pipe.kernels import build as kb
+    from qslaw_pipe.pipeline.errors import QslawError
+
+    try:
+        return kb.build(tmp_path_factory.mktemp("ortlib"), cuda=False)
+    except QslawError as e:
+        pytest.skip(f"custom-op library not buildable here: {e}")

@@ -200,13 +200,12 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
 @pytest.mark.parametrize(
     "op, head, bits", [("matmulnbits", "int8", 8), ("qdq", "int4", 4), ("custom", "int8", 8)]
 )
-def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits, monkeypatch):
-    from qslaw_pipe.exports.custom_ops import library_path
+def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits, request, monkeypatch):
     from qslaw_pipe.exports.decoder_onnx import LM_HEADS
     from qslaw_pipe.exports.onnx_linear import LinearWeights, rtn_linear
 
-    if op == "custom" and library_path() is None:
-        pytest.skip("custom-op library not built")
+    if op == "custom":
+        monkeypatch.setenv("QSLAW_ORT_OPS", str(request.getfixturevalue("library")))
     run, image, lm = folded
     out = ex.run(ex.ExportConfig(int4_op=op, lm_head=head), run).artifact.path
     assert out.name.endswith(f"-head{bits}")

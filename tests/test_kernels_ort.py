@@ -12,15 +12,6 @@ from qslaw_pipe.kernels import build as kb
 from qslaw_pipe.kernels.int4_reference import dequantize_int4_reference, matmul_int4_reference
 from qslaw_pipe.kernels.pack import pack_int4
 from qslaw_pipe.kernels.quant import n_groups
-from qslaw_pipe.pipeline.errors import QslawError
-
-
-@pytest.fixture(scope="session")
-def library(tmp_path_factory):
-    try:
-        return kb.build(tmp_path_factory.mktemp("ortlib"), cuda=False)
-    except QslawError as e:
-        pytest.skip(f"custom-op library not buildable here: {e}")
 
 
 def _session(library, op: str, k: int, n: int, gs: int, providers=("CPUExecutionProvider",)):
