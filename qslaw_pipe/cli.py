@@ -1,9 +1,16 @@
 """`qslaw-pipe`: one subcommand per stage. Each reads the previous stage's artifact from --run-dir."""
 
+import logging
+
 import click
 
-from qslaw_pipe import __version__
-from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, export, fold, generate, prepare, run, tune
+# before the stages import transformers (which imports torchao): keep optional-extension and deprecation
+# notices of those libraries out of every command's output, --help included
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+from qslaw_pipe import __version__  # noqa: E402
+from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, export, fold, generate, prepare, run, tune  # noqa: E402
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
 

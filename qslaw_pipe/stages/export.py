@@ -144,7 +144,7 @@ def command(run_dir, fmt, int4_op, accuracy_level, decoder, lm_head, force, as_j
     else:
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
         human = (
-            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['layers']} decoder layers)"
+            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']})"
             f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
         )
     emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)
