@@ -117,6 +117,7 @@ def main() -> None:
     }
     if library_path():
         variants["ORT int4 ai.qslaw (ours)"] = ex.ExportConfig(int4_op="custom")
+        variants["ORT int4 ai.qslaw (ours), int4 lm_head"] = ex.ExportConfig(int4_op="custom", lm_head="int4")
     dirs = {name: ex.run(cfg, run).artifact.path for name, cfg in variants.items()}
     sample = load_easyvqa("test")[0]
     image = open_image(sample.image)
