@@ -244,3 +244,15 @@ def test_decoder_outside_the_built_family_falls_back_to_traced(folded, monkeypat
     monkeypatch.setattr(lm.model.config.get_text_config(), "hidden_act", "gelu")
     with pytest.warns(UserWarning, match="traced, not built: activation gelu"):
         assert decoder_kind(lm.model, "built") == "traced"
+
+
+def test_int4_export_refuses_layouts_its_op_cannot_hold():
+    from qslaw_pipe.exports.onnx_export import check_int4
+
+    header = {"bits": 4, "group_sizes": {"layers.0.q": 24}}
+    with pytest.raises(QslawError, match="power-of-two group size >= 16, layers.0.q has 24"):
+        check_int4(header, "matmulnbits")
+    check_int4(header, "qdq")  # blocked DequantizeLinear takes any block size
+    with pytest.raises(QslawError, match="--bits 2, 3 or 4"):
+        check_int4({"bits": 8, "group_sizes": {}}, "custom")
+    check_int4({"bits": 8, "group_sizes": {}}, "fp32")

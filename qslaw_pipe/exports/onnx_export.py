@@ -32,16 +32,21 @@ RUNTIME_FILE = "qslaw_onnx.json"
 TWO_GB = 2**31
 
 
-def swap_int4(model: torch.nn.Module, tensors: dict, header: dict, op: str, accuracy_level: int) -> None:
-    for name in header["shapes"]:
-        gs = header["group_sizes"][name]
+def check_int4(header: dict, op: str) -> None:
+    """Refuse, before any work, fold artifacts the chosen int4 op cannot represent."""
+    if op != "fp32" and header["bits"] > 4:
+        raise QslawError(f"int4 export of {header['bits']}-bit codes", "calibrate with --bits 2, 3 or 4")
+    for name, gs in header["group_sizes"].items():
         if op == "matmulnbits" and (gs < 16 or gs & (gs - 1)):
             raise QslawError(
                 f"MatMulNBits needs a power-of-two group size >= 16, {name} has {gs}",
                 "calibrate with --group-size 32, 64 or 128, or export with --int4-op qdq",
             )
-        if header["bits"] > 4:
-            raise QslawError(f"int4 export of {header['bits']}-bit codes", "calibrate with --bits 2, 3 or 4")
+
+
+def swap_int4(model: torch.nn.Module, tensors: dict, header: dict, op: str, accuracy_level: int) -> None:
+    for name in header["shapes"]:
+        gs = header["group_sizes"][name]
         module = Int4Linear(
             layer_codes(tensors, header, name),
             tensors[f"{name}.delta"],
@@ -123,6 +128,7 @@ def export_onnx(
     models and falls back to 'traced' (torch.onnx.export of transformers' modules) for the others.
     lm_head: 'folded', or 'int8' / 'int4' round-to-nearest at export (built decoder only)."""
     tensors, header = read_folded(fold_dir)
+    check_int4(header, op)
     lm = load_folded_model(fold_dir)
     model = lm.model
     decoder = decoder_kind(model, decoder)
