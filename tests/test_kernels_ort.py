@@ -125,3 +125,12 @@ def test_library_with_cuda_kernels_links_and_runs_on_cpu(tmp_path):
     )[0]
     ref = matmul_int4_reference(a, packed, delta, zp, 577, 64).numpy()
     assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_cpu_matmul_rejects_odd_groups(library):
+    packed, delta, zp = _operands(4, 64, 3, seed=0)
+    with pytest.raises(Exception, match="group_size must be even"):
+        _session(library, "MatMulInt4", 64, 4, 3).run(
+            None,
+            {"A": np.zeros((1, 64), np.float32), "B": packed.numpy(), "d": delta.numpy(), "z": zp.numpy()},
+        )

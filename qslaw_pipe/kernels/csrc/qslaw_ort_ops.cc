@@ -63,6 +63,8 @@ struct MatMulInt4 {
                       Ort::Custom::Tensor<float>& Y) {
     const auto& shape = A.Shape();
     if (shape.empty() || shape.back() != K) return Ort::Status("MatMulInt4: A's last dimension is not K", ORT_INVALID_ARGUMENT);
+    if (group_size < 1 || (group_size % 2 && group_size < K))
+      return Ort::Status("MatMulInt4: group_size must be even (groups start on a byte) or span K", ORT_INVALID_ARGUMENT);
     const int64_t G = (K + group_size - 1) / group_size;
     if (B.Shape() != std::vector<int64_t>{N, (K + 1) / 2} || delta.Shape() != std::vector<int64_t>{N, G} ||
         zp.Shape() != std::vector<int64_t>{N, G})
@@ -84,6 +86,8 @@ struct DequantizeInt4 {
 
   Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<uint8_t>& B, const Ort::Custom::Tensor<float>& delta,
                       const Ort::Custom::Tensor<uint8_t>& zp, Ort::Custom::Tensor<float>& W) {
+    if (group_size < 1 || (group_size % 2 && group_size < K))
+      return Ort::Status("DequantizeInt4: group_size must be even (groups start on a byte) or span K", ORT_INVALID_ARGUMENT);
     if (B.Shape().size() != 2 || B.Shape()[1] != (K + 1) / 2)
       return Ort::Status("DequantizeInt4: B is not [N, ceil(K/2)]", ORT_INVALID_ARGUMENT);
     const int64_t N = B.Shape()[0];
