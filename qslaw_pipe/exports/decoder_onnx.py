@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper
 
 from qslaw_pipe.exports.int4_ops import CUSTOM_DOMAIN
-from qslaw_pipe.exports.onnx_builder import GraphBuilder
+from qslaw_pipe.exports.onnx_builder import TWO_GB, GraphBuilder
 from qslaw_pipe.exports.onnx_graphs import kv_names, kv_shape
 from qslaw_pipe.exports.onnx_linear import linear, linear_weights, rtn_linear
 from qslaw_pipe.pipeline.errors import QslawError
@@ -29,7 +29,6 @@ from qslaw_pipe.pipeline.errors import QslawError
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 # lm_head at export: as folded, or round-to-nearest codes (bits, group size) to cut the bytes read per token
 LM_HEADS = {"folded": None, "int8": (8, 128), "int4": (4, 32)}
-TWO_GB = 2**31
 
 
 def unsupported_reason(model) -> str | None:

@@ -11,6 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 IR_VERSION = 10  # what onnxruntime 1.20+ reads; matches the traced graphs
+TWO_GB = 2**31  # protobuf's limit: larger graphs keep their weights as external data
 
 
 def uint4_tensor(name: str, values) -> TensorProto:
@@ -55,9 +56,6 @@ class GraphBuilder:
                     n.output[i] = name
                     return name
         raise KeyError(produced)
-
-    def weight_bytes(self) -> int:
-        return sum(len(t.raw_data) for t in self.initializers)
 
     def model(self, name: str, inputs, outputs, opsets: dict[str, int]) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)

@@ -15,6 +15,7 @@ import torch
 
 from qslaw_pipe.exports.decoder_onnx import build_decoder, save_decoder, unsupported_reason
 from qslaw_pipe.exports.int4_ops import Int4Linear
+from qslaw_pipe.exports.onnx_builder import TWO_GB
 from qslaw_pipe.exports.onnx_graphs import (
     DecoderGraph,
     EmbedGraph,
@@ -29,7 +30,6 @@ from qslaw_pipe.pipeline.folded import layer_codes, load_folded_model, read_fold
 
 OPSET = 21
 RUNTIME_FILE = "qslaw_onnx.json"
-TWO_GB = 2**31
 
 
 def check_int4(header: dict, op: str) -> None:
