@@ -15,14 +15,14 @@ import torch
 
 from qslaw_pipe.cli_common import quiet_libraries
 from qslaw_pipe.kernels.quant import from_groups, to_groups
+from qslaw_pipe.paths import default_model_dir
 from qslaw_pipe.pipeline.artifact import read_artifact
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.paths import default_model_dir
-from qslaw_pipe.pipeline.perplexity import perplexity
 from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
 from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
 from qslaw_pipe.stages import calibrate as cal
+from qslaw_pipe.stages.evaluate.perplexity import perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"

@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 
 from qslaw_pipe.cli_common import quiet_libraries
+from qslaw_pipe.paths import default_model_dir
 from qslaw_pipe.pipeline.artifact import read_artifact
+from qslaw_pipe.pipeline.data.sets import load_train_samples
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
-from qslaw_pipe.pipeline.lm_loss import batch_loss
-from qslaw_pipe.pipeline.paths import default_model_dir
-from qslaw_pipe.pipeline.train_sets import load_train_samples
-from qslaw_pipe.pipeline.tune_data import StepSampler, collate, parse_mix
-from qslaw_pipe.pipeline.tuned_model import build_method_model
+from qslaw_pipe.stages.evaluate.tuned_model import build_method_model
 from qslaw_pipe.stages.tune import DEFAULT_LR
+from qslaw_pipe.stages.tune.batches import StepSampler, collate, parse_mix
+from qslaw_pipe.stages.tune.loss import batch_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"

@@ -10,7 +10,7 @@ for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 from qslaw_pipe import __version__  # noqa: E402
-from qslaw_pipe.stages import calibrate, eval_mcq, evaluate, export, fold, generate, prepare, run, tune  # noqa: E402
+from qslaw_pipe.stages import calibrate, evaluate, export, fold, prepare, run, tune  # noqa: E402
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
 
@@ -27,7 +27,7 @@ Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
   generate   answer a question about an image (PyTorch model dir or --onnx export)
 
 Every stage reuses a finished artifact with the same config, refuses a different one
-without --force, and prints JSON with --json.
+without --force, takes --config recipe.yaml (keys as its flags), and prints JSON with --json.
 """
 
 
@@ -38,9 +38,8 @@ def main() -> None:
 
 
 main.add_command(prepare.command)
-main.add_command(generate.command)
+main.add_command(evaluate.generate.command)
 main.add_command(calibrate.command)
-evaluate.group.add_command(eval_mcq.command)
 main.add_command(tune.command)
 main.add_command(fold.command)
 main.add_command(export.command)

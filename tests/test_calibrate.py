@@ -7,11 +7,12 @@ import torch
 from click.testing import CliRunner
 
 from qslaw_pipe.cli import main
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.quant import rtn_qparams
-from qslaw_pipe.pipeline.errors import QslawError
 from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.stages import calibrate as cal
+from qslaw_pipe.stages.calibrate import omniquant
 
 SMALL = dict(nsamples=4, seqlen=16, epochs=4, batch_size=2, lr=2e-2)
 
@@ -61,20 +62,20 @@ def test_rtn_artifact_equals_minmax_reference(tmp_path, llava_dir, corpus):
 def test_interrupted_calibration_resumes_to_identical_tensors(tmp_path, llava_dir, corpus, monkeypatch):
     cfg = cal.CalibrateConfig(bits=4, group_size=32, **SMALL)
     cal.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False)
-    real = cal.calibrate_block
+    real = omniquant.calibrate_block
 
     def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True):
         if index == 1:
             raise KeyboardInterrupt
         return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar)
 
-    monkeypatch.setattr(cal, "calibrate_block", dies_on_block_1)
+    monkeypatch.setattr(omniquant, "calibrate_block", dies_on_block_1)
     with pytest.raises(KeyboardInterrupt):
         cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
     assert not (tmp_path / "split" / "calibrate").exists()
     assert (tmp_path / "split" / ".calibrate.partial" / "resume" / "block_000.safetensors").exists()
     calls = []
-    monkeypatch.setattr(cal, "calibrate_block", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    monkeypatch.setattr(omniquant, "calibrate_block", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
     res = cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
     assert res.resumed and calls == [1]
     a, _ = _qparams(tmp_path / "whole")
@@ -83,12 +84,12 @@ def test_interrupted_calibration_resumes_to_identical_tensors(tmp_path, llava_di
 
 
 def test_hybrid_calibration_runs_with_images(tmp_path, llava_dir, corpus, monkeypatch):
-    from qslaw_pipe.pipeline.data import easyvqa
     from qslaw_pipe.pipeline.data.sample import Sample
+    from qslaw_pipe.stages.calibrate import batches
     from tests.tiny import write_png
 
     img = write_png(tmp_path / "a.png")
-    monkeypatch.setattr(easyvqa, "load_easyvqa", lambda split, seed=0: [Sample(img, "Shape?", "A")] * 4)
+    monkeypatch.setattr(batches, "load_easyvqa", lambda split, seed=0: [Sample(img, "Shape?", "A")] * 4)
     cfg = cal.CalibrateConfig(
         calib="hybrid", bits=4, group_size=32, nsamples=2, seqlen=48, epochs=1, batch_size=2
     )

@@ -2,11 +2,11 @@
 
 import pytest
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.data.easyvqa import easyvqa_samples
 from qslaw_pipe.pipeline.data.llava_json import load_llava_json
 from qslaw_pipe.pipeline.data.scienceqa import load_scienceqa
 from qslaw_pipe.pipeline.data.text import split_text, token_chunks
-from qslaw_pipe.pipeline.errors import QslawError
 from tests.tiny import tiny_tokenizer, write_json, write_png
 
 

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from qslaw_pipe.cli import main
-from qslaw_pipe.exports.ort_runtime import OrtVlm
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.exports.onnx.runtime import OrtVlm
 from qslaw_pipe.pipeline.folded import load_folded_model
 from qslaw_pipe.stages import export as ex
 
@@ -103,7 +102,7 @@ def test_onnx_generate_cli_greedy_and_sampling(folded):
     ]
     greedy = CliRunner().invoke(main, base)
     assert greedy.exit_code == 0, greedy.output
-    from qslaw_pipe.stages.generate import generate
+    from qslaw_pipe.stages.evaluate.generate import generate
 
     assert json.loads(greedy.stdout)["answer"] == generate(lm, PROMPT, image, 6)
     sampled = [CliRunner().invoke(main, [*base, "--temperature", "1.5", "--seed", "3"]) for _ in range(2)]
@@ -112,9 +111,9 @@ def test_onnx_generate_cli_greedy_and_sampling(folded):
 
 def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_path):
     run, _, _ = folded
-    from qslaw_pipe.exports import custom_ops
+    from qslaw_pipe.exports.onnx import runtime
 
-    monkeypatch.setattr(custom_ops, "library_path", lambda: None)  # as on a machine that never built it
+    monkeypatch.setattr(runtime, "library_path", lambda: None)  # as on a machine that never built it
     out = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
     assert (
         sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 8
@@ -125,18 +124,18 @@ def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_
 
 def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
     from qslaw_pipe.pipeline.artifact import read_artifact
-    from qslaw_pipe.stages import eval_mcq
+    from qslaw_pipe.stages.evaluate import mcq as eval_mcq
 
     run, _, _ = folded
     data = read_artifact(run, "tune").config["data"]
-    export = ex.run(ex.ExportConfig(), run).artifact.path.name
+    export = str(ex.run(ex.ExportConfig(), run).artifact.path)
     preds = {}
     for onnx_dir in (None, export):
         res = eval_mcq.run_mcq(
             eval_mcq.McqConfig(data=data, limit=0, batch_size=3, onnx=onnx_dir), run, bar=False
         )
         assert res.artifact.metrics["runtime"] == (
-            "pytorch" if onnx_dir is None else f"onnxruntime ({export})"
+            "pytorch" if onnx_dir is None else f"onnxruntime ({Path(export).name})"
         )
         preds[onnx_dir] = [
             json.loads(line)["output"] for line in (res.artifact.path / "predictions.jsonl").open()
@@ -144,34 +143,7 @@ def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
     assert len(preds[None]) == 6 and preds[None] == preds[export]
 
 
-def _optimum_venv() -> Path | None:
-    """A venv (system site packages + transformers < 4.58 + optimum-onnx), cached; None when pip cannot make it."""
-    from qslaw_pipe.pipeline.paths import cache_root
-
-    venv = cache_root() / "venv-optimum"
-    python = venv / "bin" / "python"
-    probe = [
-        str(python),
-        "-c",
-        "import optimum.onnxruntime, transformers; assert transformers.__version__ < '4.58'",
-    ]
-    if python.is_file() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "transformers<4.58", "optimum-onnx"],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        return None
-    return python if subprocess.run(probe, capture_output=True).returncode == 0 else None
+from tests.helpers.venv import optimum_venv as _optimum_venv  # noqa: E402
 
 
 def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
@@ -184,7 +156,7 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
     ids, _ = vlm.encode(PROMPT, None)
     vlm.stop = set()  # compare a fixed number of tokens
     ours = vlm.generate_ids(ids, None, max_new_tokens=8)
-    script = Path(__file__).resolve().parents[1] / "qslaw_pipe" / "exports" / "optimum_check.py"
+    script = Path(__file__).resolve().parent / "helpers" / "optimum_check.py"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run(
         [str(python), str(script), str(out / "text"), json.dumps(ids[0].tolist()), "8"],
@@ -201,8 +173,8 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
     "op, head, bits", [("matmulnbits", "int8", 8), ("qdq", "int4", 4), ("custom", "int8", 8)]
 )
 def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits, request, monkeypatch):
-    from qslaw_pipe.exports.decoder_onnx import LM_HEADS
-    from qslaw_pipe.exports.onnx_linear import LinearWeights, rtn_linear
+    from qslaw_pipe.exports.onnx.decoder import LM_HEADS
+    from qslaw_pipe.exports.onnx.linear import LinearWeights, rtn_linear
 
     if op == "custom":
         monkeypatch.setenv("QSLAW_ORT_OPS", str(request.getfixturevalue("library")))
@@ -237,7 +209,7 @@ def test_lm_head_option_refuses_traced_decoder(folded):
 
 
 def test_decoder_outside_the_built_family_falls_back_to_traced(folded, monkeypatch):
-    from qslaw_pipe.exports.onnx_export import decoder_kind
+    from qslaw_pipe.exports.onnx.export import decoder_kind
 
     _, _, lm = folded
     assert decoder_kind(lm.model, "built") == "built"
@@ -247,12 +219,16 @@ def test_decoder_outside_the_built_family_falls_back_to_traced(folded, monkeypat
 
 
 def test_int4_export_refuses_layouts_its_op_cannot_hold():
-    from qslaw_pipe.exports.onnx_export import check_int4
+    from qslaw_pipe.exports.onnx.int4_ops import check_int4
+    from qslaw_pipe.pipeline.folded import FoldedLayer
 
-    header = {"bits": 4, "group_sizes": {"layers.0.q": 24}}
+    def layers(bits, group):
+        codes = torch.zeros(4, 48, dtype=torch.uint8)
+        return {"layers.0.q": FoldedLayer(codes, torch.ones(4, 2), codes[:, :2], group, bits)}
+
     with pytest.raises(QslawError, match="power-of-two group size >= 16, layers.0.q has 24"):
-        check_int4(header, "matmulnbits")
-    check_int4(header, "qdq")  # blocked DequantizeLinear takes any block size
+        check_int4(layers(4, 24), "matmulnbits")
+    check_int4(layers(4, 24), "qdq")  # blocked DequantizeLinear takes any block size
     with pytest.raises(QslawError, match="--bits 2, 3 or 4"):
-        check_int4({"bits": 8, "group_sizes": {}}, "custom")
-    check_int4({"bits": 8, "group_sizes": {}}, "fp32")
+        check_int4(layers(8, 32), "custom")
+    check_int4(layers(8, 32), "fp32")

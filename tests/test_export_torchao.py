@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qslaw_pipe.exports.torchao_export import intx_weight, load_torchao, repeat_groups
+from qslaw_pipe.exports.torchao import intx_weight, load_torchao, repeat_groups
 from qslaw_pipe.kernels.quant import dequantize_codes, n_groups
 from qslaw_pipe.pipeline.folded import load_folded_model
 from qslaw_pipe.stages import export as ex
@@ -62,7 +62,7 @@ def test_torchao_cuda_tile_packed_matches_folded_model(folded_run):
 
 
 def test_torchao_load_on_a_missing_device_names_the_fix(folded_run):
-    from qslaw_pipe.pipeline.errors import QslawError
+    from qslaw_pipe.errors import QslawError
 
     run, _ = folded_run
     res = ex.run(ex.ExportConfig(format="torchao"), run)

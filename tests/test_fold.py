@@ -9,13 +9,13 @@ from click.testing import CliRunner
 from qslaw_pipe.cli import main
 from qslaw_pipe.kernels.pack import pack_int4, unpack_int4, unpack_int4_reference
 from qslaw_pipe.pipeline.artifact import read_artifact
-from qslaw_pipe.pipeline.folded import dequantized_weight, load_folded_model, read_folded
+from qslaw_pipe.pipeline.folded import load_folded_model, read_folded
 from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
-from qslaw_pipe.pipeline.tuned_model import load_tuned
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages import fold as fd
 from qslaw_pipe.stages import tune as tn
+from qslaw_pipe.stages.evaluate.tuned_model import load_tuned
 from tests.tiny import tiny_scienceqa
 
 
@@ -51,14 +51,14 @@ def test_fold_equals_tuned_fake_quant_exactly(tuned):
         res.artifact.metrics["source"] == "tune"
         and res.artifact.metrics["quantized_ratio"] == (0.5 + 5 / 32) / 2
     )
-    tensors, header = read_folded(res.artifact.path)
+    folded = read_folded(res.artifact.path)
     lm, _ = load_tuned(tuned)
     named = dict(lm.model.named_modules())
     moved = 0
-    for name in header["shapes"]:
-        assert torch.equal(dequantized_weight(tensors, header, name), named[name].weight)
-        moved += not torch.equal(tensors[f"{name}.qweight"], tensors[f"{name}.qweight"].clone().zero_())
-    assert moved == len(header["shapes"])
+    for name, layer in folded.layers.items():
+        assert torch.equal(layer.dequantized(), named[name].weight)
+        moved += not torch.equal(layer.codes, layer.codes.clone().zero_())
+    assert moved == len(folded.layers)
     folded = load_folded_model(res.artifact.path)
     ids = torch.tensor([[5, 9, 17, 33, 2]])
     with torch.no_grad():
@@ -70,12 +70,12 @@ def test_fold_calibrate_only_matches_fake_quant(tmp_path, tuned, llava_dir):
     run.mkdir()
     shutil.copytree(tuned / "calibrate", run / "calibrate")
     res = fd.run(fd.FoldConfig(), run)
-    tensors, header = read_folded(res.artifact.path)
-    assert header["source"] == "calibrate"
+    folded = read_folded(res.artifact.path)
+    assert folded.source == "calibrate"
     ref = apply_fake_quant(load_model(llava_dir).model, load_qparams(read_artifact(run, "calibrate")))
     named = dict(ref.named_modules())
-    for name in header["shapes"]:
-        assert torch.equal(dequantized_weight(tensors, header, name), named[name].weight)
+    for name, layer in folded.layers.items():
+        assert torch.equal(layer.dequantized(), named[name].weight)
 
 
 def test_fold_refuses_fp_tune_with_one_line(tmp_path, tuned, llava_dir, corpus):

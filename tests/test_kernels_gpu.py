@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from qslaw_pipe.exports.int4_ops import matmulnbits_inputs
+from qslaw_pipe.exports.onnx.int4_ops import matmulnbits_inputs
 from qslaw_pipe.kernels import build as kb
 from qslaw_pipe.kernels.int4_reference import matmul_int4_reference
 from qslaw_pipe.kernels.pack import unpack_int4

@@ -96,7 +96,7 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
 
 
 def test_custom_export_runs_and_matches_matmulnbits(library, monkeypatch, folded_run):
-    from qslaw_pipe.exports.ort_runtime import OrtVlm
+    from qslaw_pipe.exports.onnx.runtime import OrtVlm
     from qslaw_pipe.stages import export as ex
 
     monkeypatch.setenv("QSLAW_ORT_OPS", str(library))

@@ -10,13 +10,14 @@ from click.testing import CliRunner
 from qslaw_pipe.cli import main
 from qslaw_pipe.pipeline.artifact import read_artifact
 from qslaw_pipe.pipeline.data.sample import Sample
-from qslaw_pipe.pipeline.lm_loss import batch_loss
-from qslaw_pipe.pipeline.mcq import parse_letter, score
 from qslaw_pipe.pipeline.tensors import load_tensors
-from qslaw_pipe.pipeline.tune_data import collate, modalities
-from qslaw_pipe.pipeline.tuned_model import build_method_model
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages import tune as tn
+from qslaw_pipe.stages.evaluate.scoring import parse_letter, score
+from qslaw_pipe.stages.tune import loop
+from qslaw_pipe.stages.tune.batches import collate, modalities
+from qslaw_pipe.stages.tune.loss import batch_loss
+from qslaw_pipe.stages.tune.methods import build_method_model
 from tests.tiny import tiny_scienceqa
 
 
@@ -48,8 +49,8 @@ def _copy_calibration(src, dst):
 
 def test_only_scales_and_projector_get_gradients(llava_dir, calibrated, sqa, corpus):
     lm = build_method_model(llava_dir, "qslaw", read_artifact(calibrated, "calibrate"))
-    from qslaw_pipe.pipeline.train_sets import load_train_samples
-    from qslaw_pipe.pipeline.tune_data import StepSampler, parse_mix
+    from qslaw_pipe.pipeline.data.sets import load_train_samples
+    from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
 
     sampler = StepSampler(
         lm.processor, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
@@ -87,15 +88,24 @@ def test_tune_writes_artifact_and_schedule(tmp_path, llava_dir, calibrated, sqa,
 
 
 def test_interrupted_tune_resumes_to_identical_curve_and_tensors(
-    tmp_path, llava_dir, calibrated, sqa, corpus
+    tmp_path, llava_dir, calibrated, sqa, corpus, monkeypatch
 ):
     cfg = _cfg(sqa)
     whole = tn.run(
         cfg, _copy_calibration(calibrated, tmp_path / "whole"), llava_dir, corpus, bar=False
     ).artifact.path
     run = _copy_calibration(calibrated, tmp_path / "cut")
-    with pytest.raises(tn.Interrupted):
-        tn.run(cfg, run, llava_dir, corpus, bar=False, interrupt_after=4)
+    real = loop.save_checkpoint
+
+    def dies_after_saving(path, model, opt, sched, step, rows):  # as a crash right after step 4's checkpoint
+        real(path, model, opt, sched, step, rows)
+        if step >= 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", dies_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        tn.run(cfg, run, llava_dir, corpus, bar=False)
+    monkeypatch.undo()
     assert not (run / "tune").exists() and (run / ".tune.partial" / "checkpoint.safetensors").is_file()
     resumed = tn.run(cfg, run, llava_dir, corpus, bar=False)
     assert resumed.resumed

@@ -76,7 +76,7 @@ def tiny_dinov2(seed: int = 0) -> Dinov2Model:
 
 def tiny_llava(out: Path, image_size: int = 28, seed: int = 0) -> Path:
     """A 2-layer LLaVA (LM hidden 64, vision hidden 64) saved with its processor at `out`."""
-    from qslaw_pipe.pipeline.build.assemble import assemble_llava
+    from qslaw_pipe.stages.prepare.assemble import assemble_llava
 
     tok = tiny_tokenizer()
     model, processor = assemble_llava(

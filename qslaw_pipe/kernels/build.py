@@ -1,9 +1,11 @@
 """Build the ai.qslaw onnxruntime custom-op library: `python -m qslaw_pipe.kernels.build`.
 
 Headers: $ORT_INCLUDE_DIR, else Debian's libonnxruntime-dev (trixie) fetched with apt into a private
-directory under the cache (its own sources list, state and cache dirs: the system's apt configuration
-is not touched) and unpacked there. The CPU kernels always build; the CUDA kernels (csrc/int4_cuda.cu)
-only when nvcc is on PATH. Output: qslaw_pipe/kernels/lib/libqslaw_ort_ops.so (what the runtime loads).
+directory ($ORT_HEADERS_CACHE, default kernels/lib/ort-headers: its own sources list, state and cache
+dirs; the system's apt configuration is not touched) and unpacked there. The CPU kernels always build;
+the CUDA kernels (csrc/int4_cuda.cu) only when nvcc is on PATH. Output:
+qslaw_pipe/kernels/lib/libqslaw_ort_ops.so, or $QSLAW_ORT_OPS (what `library_path` finds for the runtime).
+Like all of kernels/, this module imports nothing else of the package.
 """
 
 import argparse
@@ -13,13 +15,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qslaw_pipe.pipeline.errors import QslawError
-from qslaw_pipe.pipeline.paths import cache_root
-
 HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 BUILD = HERE / "lib"
-LIBRARY = BUILD / "libqslaw_ort_ops.so"
+LIBRARY_NAME = "libqslaw_ort_ops.so"
+LIBRARY = BUILD / LIBRARY_NAME
+LIBRARY_ENV = "QSLAW_ORT_OPS"
+
+
+class BuildError(Exception):
+    """A build failure: one line naming the problem, then the fix."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+
+
+def library_path() -> Path | None:
+    """$QSLAW_ORT_OPS, else the library `python -m qslaw_pipe.kernels.build` wrote; None when neither exists."""
+    candidates = [Path(os.environ[LIBRARY_ENV])] if os.environ.get(LIBRARY_ENV) else []
+    candidates.append(LIBRARY)
+    return next((p for p in candidates if p.is_file()), None)
+
+
 DEBIAN_SUITE = "trixie"
 HEADER = "onnxruntime_lite_custom_op.h"
 
@@ -43,7 +60,7 @@ def fetch_debian_headers(root: Path) -> Path:
     if (include / HEADER).is_file():
         return include
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise QslawError(
+        raise BuildError(
             "onnxruntime headers not found and apt-get/dpkg-deb are missing",
             "set ORT_INCLUDE_DIR to onnxruntime's include dir",
         )
@@ -57,7 +74,7 @@ def fetch_debian_headers(root: Path) -> Path:
         _apt(root, "update")
         _apt(root, "download", "libonnxruntime-dev")
     except subprocess.CalledProcessError as e:
-        raise QslawError(
+        raise BuildError(
             f"fetching libonnxruntime-dev from Debian {DEBIAN_SUITE} failed ({e.stderr.strip()[-200:]})",
             "set ORT_INCLUDE_DIR to onnxruntime's include dir",
         ) from e
@@ -66,15 +83,17 @@ def fetch_debian_headers(root: Path) -> Path:
     return include
 
 
-def include_dir() -> Path:
+def include_dir(headers_cache: Path | None = None) -> Path:
+    """$ORT_INCLUDE_DIR, else Debian's headers unpacked in `headers_cache` ($ORT_HEADERS_CACHE, kernels/lib/ort-headers)."""
     if os.environ.get("ORT_INCLUDE_DIR"):
         path = Path(os.environ["ORT_INCLUDE_DIR"])
         if not (path / HEADER).is_file():
-            raise QslawError(
+            raise BuildError(
                 f"ORT_INCLUDE_DIR={path} has no {HEADER}", "point it at onnxruntime's include directory"
             )
         return path
-    return fetch_debian_headers(cache_root() / "ort-headers")
+    default = os.environ.get("ORT_HEADERS_CACHE") or BUILD / "ort-headers"
+    return fetch_debian_headers(Path(headers_cache or default))
 
 
 def cuda_root() -> Path:
@@ -106,8 +125,9 @@ def compile_cuda(obj: Path) -> Path:
     return obj
 
 
-def build(out: Path = BUILD, cuda: bool = True) -> Path:
-    include = include_dir()
+def build(out: Path = BUILD, cuda: bool = True, headers_cache: Path | None = None) -> Path:
+    """Compile the library into `out` (CUDA kernels too when `cuda` and nvcc exist); returns its path."""
+    include = include_dir(headers_cache)
     out.mkdir(parents=True, exist_ok=True)
     objs = [str(compile_cuda(out / "int4_cuda.o"))] if cuda and shutil.which("nvcc") else []
     cxx = os.environ.get("CXX", "g++")
@@ -134,10 +154,8 @@ def build(out: Path = BUILD, cuda: bool = True) -> Path:
         cmd += [f"-L{d}" for d in libs if d.is_dir()] + ["-lcudart"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
-        raise QslawError(
-            f"compiling the custom-op library failed:\n{res.stderr[-2000:]}",
-            "check the compiler output above",
-        )
+        sys.stderr.write(res.stderr[-4000:])
+        raise BuildError("compiling the custom-op library failed", "check the compiler output above")
     return out / LIBRARY.name
 
 
@@ -147,7 +165,7 @@ def main() -> None:
     args = ap.parse_args()
     try:
         path = build(cuda=not args.no_cuda)
-    except QslawError as e:
+    except BuildError as e:
         sys.exit(f"error: {e}")
     print(
         f"built {path}"

@@ -33,6 +33,11 @@ def qslaw_reference(
     return from_groups(d * (codes - z), w.shape[1])
 
 
+def weight_over_delta(w: torch.Tensor, delta: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The cache every QSLAW path starts from: W / delta fp32 [out, n_groups, group_size]."""
+    return to_groups(w.detach().float(), group_size) / delta.float().unsqueeze(-1)
+
+
 def scaled_codes(
     w_over_delta: torch.Tensor, s: torch.Tensor, zp: torch.Tensor, bits: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
 
@@ -74,21 +74,34 @@ def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
 
 def read_artifact(run_dir: Path, stage: str, *, model_sha: str | None = None) -> Artifact:
     """Load `R/<stage>/manifest.json`, refusing a missing, foreign-format or other-model artifact."""
-    path = stage_dir(run_dir, stage)
+    command = f"qslaw-pipe {stage} --run-dir {run_dir}"
+    return artifact_at(
+        stage_dir(run_dir, stage), model_sha, f"run `{command}` first", f"re-run `{command} --force`"
+    )
+
+
+def artifact_at(
+    path: Path,
+    model_sha: str | None = None,
+    fix: str = "pass a finished stage directory",
+    redo: str = "re-run the stage that wrote it with --force",
+) -> Artifact:
+    """The finished artifact directory `path` (any stage's), with the same refusals as read_artifact."""
+    path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise QslawError(f"{manifest_path} not found", f"run `qslaw-pipe {stage} --run-dir {run_dir}` first")
+        raise QslawError(f"{manifest_path} not found", fix)
     manifest = json.loads(manifest_path.read_text())
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise QslawError(
             f"{manifest_path} has artifact format version {version}, this qslaw-pipe reads {FORMAT_VERSION}",
-            f"re-run `qslaw-pipe {stage} --run-dir {run_dir} --force`",
+            redo,
         )
     if model_sha is not None and manifest.get("model_sha256") not in (None, model_sha):
         raise QslawError(
             f"{manifest_path} was made from another model (sha256 {manifest['model_sha256'][:12]}...)",
-            f"use the same --model, or re-run `qslaw-pipe {stage} --run-dir {run_dir} --force`",
+            f"use the same --model, or {redo}",
         )
     return Artifact(path, manifest)
 

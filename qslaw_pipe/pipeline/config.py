@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
 
 T = TypeVar("T")
 
@@ -23,14 +23,22 @@ def config_from_mapping(cls: type[T], data: Mapping[str, Any], source: str = "co
     return cls(**data)
 
 
+def load_recipe(path: Path) -> dict[str, Any]:
+    """A YAML recipe as a mapping with `_` keys (`batch-size` and `batch_size` alike)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise QslawError(
+            f"cannot read recipe {path} ({type(e).__name__})", "pass a YAML file of key: value lines"
+        ) from e
+    if not isinstance(loaded, dict):
+        raise QslawError(f"{path} is not a YAML mapping", "write one `key: value` per line")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
 def merge_recipe(cls: type[T], recipe: Path | None, flags: Mapping[str, Any]) -> T:
     """A YAML recipe's keys, overridden by flags the user actually set (not None)."""
-    data: dict[str, Any] = {}
-    if recipe is not None:
-        loaded = yaml.safe_load(Path(recipe).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise QslawError(f"{recipe} is not a YAML mapping", "write one `key: value` per line")
-        data.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    data = load_recipe(recipe) if recipe is not None else {}
     data.update({k: v for k, v in flags.items() if v is not None})
     return config_from_mapping(cls, data, source=str(recipe) if recipe else "flags")
 

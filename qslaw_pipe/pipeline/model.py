@@ -1,13 +1,15 @@
 """Loading a local Hugging Face directory: a LLaVA-style model or a plain causal LM, with its processor."""
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.paths import default_model_dir
 
 
 @dataclass
@@ -50,6 +52,19 @@ def load_model(path: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     return LoadedModel(model.eval(), processor, path)
 
 
-def model_files(path: Path) -> Path:
-    """The path hashed as the model's identity (the whole directory)."""
-    return Path(path)
+def resolve_model(model: Path | None) -> Path:
+    """`--model` as given, else the default VLM built by `qslaw-pipe prepare`; refuses a non-model dir."""
+    path = Path(model) if model else default_model_dir()
+    if not (path / "config.json").is_file():
+        hint = (
+            "run `qslaw-pipe prepare` first" if model is None else "pass a local Hugging Face model directory"
+        )
+        raise QslawError(f"no model at {path}", hint)
+    return path
+
+
+def copy_model_files(src: Path, dst: Path) -> None:
+    """The config, tokenizer and processor files of model directory `src` (not its weights or manifest)."""
+    for f in Path(src).iterdir():
+        if f.is_file() and f.suffix != ".safetensors" and f.name != "manifest.json":
+            shutil.copy2(f, Path(dst) / f.name)

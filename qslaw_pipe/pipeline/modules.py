@@ -1,12 +1,7 @@
 """Finding the parts of a LLaVA-style model or causal LM by structure, not by version-specific paths."""
 
-import torch
 from torch import nn
 from transformers import PreTrainedModel
-
-
-def is_multimodal(model: nn.Module) -> bool:
-    return getattr(getattr(model, "config", None), "vision_config", None) is not None
 
 
 def decoder(model: PreTrainedModel) -> nn.Module:
@@ -41,11 +36,3 @@ def projector(model: nn.Module) -> nn.Module:
         if name.split(".")[-1] == "multi_modal_projector":
             return module
     raise KeyError("no multi_modal_projector in model")
-
-
-def input_embeddings(model: PreTrainedModel) -> nn.Embedding:
-    return model.get_input_embeddings()
-
-
-def first_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -1,6 +1,6 @@
 """Chat formatting of samples: one place decides where the image token goes and where the answer starts."""
 
-from qslaw_pipe.pipeline.build.assemble import IMAGE_TOKEN
+IMAGE_TOKEN = "<image>"
 
 
 def chat_prompt(tokenizer, prompt: str, with_image: bool) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline.artifact import Artifact
-from qslaw_pipe.pipeline.tensors import load_tensors
+from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
 QPARAMS_FILE = "qparams.safetensors"
 
@@ -21,6 +21,19 @@ class LayerQParams:
     zero_point: torch.Tensor
     bits: int
     group_size: int
+
+
+def write_qparams(
+    out: Path, tensors: dict[str, torch.Tensor], bits: int, group_sizes: dict, method: str
+) -> None:
+    """Store per-layer `<name>.delta`, `<name>.zero_point` (and any extra per-layer tensors) with the header."""
+    header = {
+        "bits": bits,
+        "group_sizes": group_sizes,
+        "method": method,
+        "layout": "delta,zero_point [out, n_groups]",
+    }
+    save_tensors(Path(out) / QPARAMS_FILE, tensors, header)
 
 
 def load_qparams(artifact: Artifact) -> dict[str, LayerQParams]:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import modules
-from qslaw_pipe.pipeline.errors import QslawError
 
 ACTIONS = ("quantize", "skip")
 Rule = tuple[str, str]

@@ -11,9 +11,13 @@ HEADER_KEY = "qslaw"
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], header: dict | None = None) -> None:
-    """Write contiguous CPU tensors; `header` (JSON-serialisable) describes their format."""
+    """Write contiguous CPU tensors; `header` (JSON-serialisable) describes their format.
+    Atomic: written to a temporary name, then renamed, so a crash never leaves a half file."""
+    path = Path(path)
     meta = {HEADER_KEY: json.dumps(header or {}, sort_keys=True)}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -2,7 +2,7 @@
 
 `--format onnx` writes R/export-onnx-<op>/: vision.onnx, embed.onnx, decoder.onnx (KV cache), every
 quantized Linear as the chosen int4 op, the tokenizer / processor files and qslaw_onnx.json; run it
-with `qslaw-pipe generate --onnx DIR` or exports/ort_runtime.OrtVlm.
+with `qslaw-pipe generate --onnx DIR` or exports/onnx/runtime.OrtVlm.
 """
 
 from dataclasses import dataclass
@@ -11,16 +11,20 @@ from pathlib import Path
 import click
 
 from qslaw_pipe.cli_common import (
+    config_option,
+    done,
     emit,
+    field_option,
     force_option,
     json_option,
     quiet_libraries,
     run_dir_option,
     user_errors,
 )
-from qslaw_pipe.exports.int4_ops import OPS as INT4_OPS
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.exports.onnx.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 
 FORMATS = ("onnx", "torchao")
 OPS = (*INT4_OPS, "fp32")
@@ -65,86 +69,81 @@ class ExportConfig:
 def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
     fold = read_artifact(run_dir, "fold")
     if cfg.format == "torchao":
-        from qslaw_pipe.exports.torchao_export import export_torchao
+        from qslaw_pipe.exports.torchao import export_torchao
 
         work, config = (lambda out, _r: export_torchao(fold.path, out)), {"format": cfg.format}
     else:
-        from qslaw_pipe.exports.onnx_export import export_onnx
+        from qslaw_pipe.exports.onnx.export import export_onnx
 
         def work(out, _r):
             return export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level, cfg.decoder, cfg.lm_head)
 
-        config = {
-            "format": cfg.format,
-            "int4_op": cfg.int4_op,
-            "accuracy_level": cfg.accuracy_level,
-            "decoder": cfg.decoder,
-            "lm_head": cfg.lm_head,
-        }
+        config = config_to_dict(cfg)
     return run_stage(run_dir, cfg.stage, config, {"fold": fold.path}, work, force=force, model_input=None)
+
+
+C = ExportConfig
 
 
 @click.command("export")
 @run_dir_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="onnx",
-    show_default=True,
-    help="onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache) and text/ for "
+@field_option(
+    C,
+    "format",
+    "onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache) and text/ for "
     "optimum; torchao: a Hugging Face directory with torchao int4 tensor subclasses (from_pretrained loads it).",
+    type=click.Choice(FORMATS),
 )
-@click.option(
-    "--int4-op",
-    type=click.Choice(OPS),
-    default="matmulnbits",
-    show_default=True,
-    help="matmulnbits: onnxruntime's com.microsoft op; qdq: standard UINT4 DequantizeLinear + MatMul; "
+@field_option(
+    C,
+    "int4_op",
+    "matmulnbits: onnxruntime's com.microsoft op; qdq: standard UINT4 DequantizeLinear + MatMul; "
     "custom: our ai.qslaw op (build kernels/ first); fp32: dequantized fp32 MatMul (a baseline, no int4).",
+    type=click.Choice(OPS),
 )
-@click.option(
-    "--accuracy-level",
-    type=int,
-    default=0,
-    show_default=True,
-    help="MatMulNBits compute: 0 exact fp32, 4 int8 activations (faster, approximate).",
+@field_option(
+    C, "accuracy_level", "MatMulNBits compute: 0 exact fp32, 4 int8 activations (faster, approximate)."
 )
-@click.option(
-    "--decoder",
-    type=click.Choice(DECODERS),
-    default="built",
-    show_default=True,
-    help="built: decoder.onnx assembled from fused onnxruntime ops (GroupQueryAttention, "
+@field_option(
+    C,
+    "decoder",
+    "built: decoder.onnx assembled from fused onnxruntime ops (GroupQueryAttention, "
     "SkipSimplifiedLayerNormalization; Llama-family models, others fall back to traced); "
     "traced: torch.onnx.export of the transformers modules.",
+    type=click.Choice(DECODERS),
 )
-@click.option(
-    "--lm-head",
-    type=click.Choice(LM_HEADS),
-    default="folded",
-    show_default=True,
-    help="folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
+@field_option(
+    C,
+    "lm_head",
+    "folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
     "codes at export (groups of 128 / 32), for fewer bytes read per token (approximate; built decoder only).",
+    type=click.Choice(LM_HEADS),
 )
+@config_option
 @force_option
 @json_option
 @user_errors
-def command(run_dir, fmt, int4_op, accuracy_level, decoder, lm_head, force, as_json) -> None:
+def command(run_dir, recipe, force, as_json, **flags) -> None:
     """Export RUN_DIR/fold to a deployable model -> RUN_DIR/export-<format>-<op>/."""
     quiet_libraries()
-    result = run(ExportConfig(fmt, int4_op, accuracy_level, decoder, lm_head), run_dir, force)
+    cfg = merge_recipe(ExportConfig, recipe, flags)
+    result = run(cfg, run_dir, force)
     m = result.artifact.metrics
-    if fmt == "torchao":
+    if cfg.format == "torchao":
         human = (
-            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({m['layers']} Linears as "
-            f"{m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB)\n"
-            "  load: qslaw_pipe.exports.torchao_export.load_torchao(path)  (CPU int4 packing at load time)"
+            done(
+                result,
+                f"{m['layers']} Linears as {m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB",
+            )
+            + "\n  load: qslaw_pipe.exports.torchao.load_torchao(path)  (CPU int4 packing at load time)"
         )
     else:
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
         human = (
-            f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']})"
-            f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
+            done(
+                result,
+                f"{cfg.int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']}",
+            )
+            + f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
         )
     emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)

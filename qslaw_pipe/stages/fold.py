@@ -6,7 +6,6 @@ stage checks this for every layer. Without a tune artifact it folds the calibrat
 Output: `R/fold/` in the layout of pipeline/folded.py.
 """
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,25 +13,27 @@ import click
 import torch
 
 from qslaw_pipe.cli_common import (
+    config_option,
+    done,
     emit,
+    field_option,
     force_option,
     json_option,
     quiet_libraries,
     run_dir_option,
     user_errors,
 )
-from qslaw_pipe.kernels.pack import pack_int4
-from qslaw_pipe.kernels.qslaw import scaled_codes
-from qslaw_pipe.kernels.quant import dequantize_codes, from_groups
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.kernels.qslaw import dequant_scaled, scaled_codes, weight_over_delta
+from qslaw_pipe.kernels.quant import from_groups
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
-from qslaw_pipe.pipeline.errors import QslawError
-from qslaw_pipe.pipeline.folded import FOLDED_FILE, LAYOUT_VERSION
-from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.qparams import load_qparams
-from qslaw_pipe.pipeline.qslaw_linear import QslawLinear, attach_qslaw
-from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
-from qslaw_pipe.pipeline.tune_methods import QUANTIZED, load_trainable
-from qslaw_pipe.pipeline.tuned_model import TRAINABLE_FILE
+from qslaw_pipe.pipeline.config import merge_recipe
+from qslaw_pipe.pipeline.folded import LAYOUT_VERSION, FoldedLayer, FoldedModel, write_folded
+from qslaw_pipe.pipeline.model import copy_model_files, load_model
+from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
+from qslaw_pipe.pipeline.tuned import QUANTIZED, load_parameters, read_tuned
+
+SOURCES = ("auto", "calibrate")
 
 
 @dataclass(frozen=True)
@@ -42,32 +43,27 @@ class FoldConfig:
     source: str = "auto"
 
     def __post_init__(self):
-        if self.source not in ("auto", "calibrate"):
+        if self.source not in SOURCES:
             raise QslawError(f"invalid --source {self.source}", "use auto or calibrate")
 
 
-def layer_codes(m: QslawLinear) -> torch.Tensor:
-    """uint8 codes [out, in] of a QslawLinear under its scales."""
-    q, _ = scaled_codes(m.w_over_delta, m.scale, m.zp, m.bits)
-    return from_groups(q + m.zp.unsqueeze(-1), m.in_features).to(torch.uint8)
-
-
-def fold_layer(name: str, m: QslawLinear) -> dict[str, torch.Tensor]:
-    codes = layer_codes(m)
+def fold_layer(
+    name: str, linear: torch.nn.Linear, q: LayerQParams, scale: torch.Tensor | None
+) -> FoldedLayer:
+    """The int-k codes of `linear` under scales `scale` (None: s = 1), checked to dequantize to the
+    tuned fake-quant weight bit for bit."""
+    w_over_delta = weight_over_delta(linear.weight, q.delta, q.group_size)
+    delta, zp = q.delta.float(), q.zero_point.float()
+    s = torch.ones_like(delta) if scale is None else scale.float()
     with torch.no_grad():
-        exact = torch.equal(
-            dequantize_codes(codes, m.delta, m.zp.to(torch.uint8), m.group_size), m.quantized_weight()
-        )
-    if not exact:
+        centred, _ = scaled_codes(w_over_delta, s, zp, q.bits)
+        codes = from_groups(centred + zp.unsqueeze(-1), linear.in_features).to(torch.uint8)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        layer = FoldedLayer(codes, delta.clone(), zp.to(torch.uint8), q.group_size, q.bits, bias)
+        tuned = dequant_scaled(w_over_delta, s, delta, zp, q.bits, linear.in_features)
+    if not torch.equal(layer.dequantized(), tuned):
         raise QslawError(f"folding {name} is not exact", "report this as a bug")
-    out = {
-        f"{name}.qweight": pack_int4(codes) if m.bits <= 4 else codes,
-        f"{name}.delta": m.delta.clone(),
-        f"{name}.zero_point": m.zp.to(torch.uint8),
-    }
-    if m.bias is not None:
-        out[f"{name}.bias"] = m.bias.clone()
-    return out
+    return layer
 
 
 def other_tensors(model: torch.nn.Module, quantized: set[str]) -> tuple[dict, dict]:
@@ -103,46 +99,20 @@ def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
     model_dir = Path(calib.manifest["inputs"]["model"]["path"])
     lm = load_model(model_dir)
     qparams = load_qparams(calib)
-    layers = attach_qslaw(lm.model, qparams, trainable=tune is not None)
-    if tune is not None:
-        load_trainable(lm.model, load_tensors(tune.path / TRAINABLE_FILE)[0])
+    tuned = read_tuned(tune) if tune is not None else None
+    if tuned is not None:  # the tuned projector (and anything else trained besides the scales)
+        load_parameters(lm.model, tuned.without_scales(qparams))
+    layers = {
+        name: fold_layer(name, lm.model.get_submodule(name), q, tuned.scale(name) if tuned else None)
+        for name, q in qparams.items()
+    }
     tensors, tied = other_tensors(lm.model, set(layers))
-    for name, m in layers.items():
-        tensors.update(fold_layer(name, m))
+    method = tune.config["method"] if tune else calib.config["method"]
     bits = next(iter(qparams.values())).bits
-    header = {
-        "layout_version": LAYOUT_VERSION,
-        "bits": bits,
-        "packing": "int4" if bits <= 4 else "uint8",
-        "group_sizes": {n: m.group_size for n, m in layers.items()},
-        "shapes": {n: [m.out_features, m.in_features] for n, m in layers.items()},
-        "tied": tied,
-        "source": "tune" if tune else "calibrate",
-        "method": tune.config["method"] if tune else calib.config["method"],
-    }
-    save_tensors(out / FOLDED_FILE, tensors, header)
-    for f in model_dir.iterdir():
-        if f.is_file() and f.suffix != ".safetensors" and f.name != "manifest.json":
-            shutil.copy2(f, out / f.name)
-    return {**header_summary(tensors, header), "source": header["source"], "method": header["method"]}
-
-
-def header_summary(tensors: dict, header: dict) -> dict:
-    """Bytes of the quantized Linears vs the same Linears in fp16, and of the whole artifact."""
-    quant = sum(
-        t.numel() * t.element_size()
-        for k, t in tensors.items()
-        if k.endswith((".qweight", ".delta", ".zero_point")) and k.rsplit(".", 1)[0] in header["shapes"]
-    )
-    fp16 = sum(2 * o * i for o, i in header["shapes"].values())
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    return {
-        "layers": len(header["shapes"]),
-        "quantized_bytes": quant,
-        "quantized_fp16_bytes": fp16,
-        "quantized_ratio": quant / fp16,
-        "artifact_tensor_bytes": total,
-    }
+    folded = FoldedModel(layers, tensors, tied, bits, "tune" if tune else "calibrate", method)
+    write_folded(out, folded)
+    copy_model_files(model_dir, out)
+    return {**folded.summary(), "source": folded.source, "method": method}
 
 
 def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
@@ -162,24 +132,24 @@ def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
 
 @click.command("fold")
 @run_dir_option
-@click.option(
-    "--source",
-    type=click.Choice(["auto", "calibrate"]),
-    default="auto",
-    show_default=True,
-    help="auto: the tuned scales when RUN_DIR/tune exists, else the calibration alone (s = 1).",
+@field_option(
+    FoldConfig,
+    "source",
+    "auto: the tuned scales when RUN_DIR/tune exists, else the calibration alone (s = 1).",
+    type=click.Choice(SOURCES),
 )
+@config_option
 @force_option
 @json_option
 @user_errors
-def command(run_dir, source, force, as_json) -> None:
+def command(run_dir, recipe, force, as_json, **flags) -> None:
     """Fold scales into packed int-k codes + delta + zero point -> RUN_DIR/fold/ (exact)."""
     quiet_libraries()
-    result = run(FoldConfig(source), run_dir, force)
+    result = run(merge_recipe(FoldConfig, recipe, flags), run_dir, force)
     m = result.artifact.metrics
     human = (
-        f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({m['layers']} layers from {m['source']}, {m['method']})\n"
-        f"  quantized Linears: {m['quantized_bytes'] / 2**20:.1f} MiB vs {m['quantized_fp16_bytes'] / 2**20:.1f} MiB in fp16 "
-        f"({m['quantized_ratio']:.3f}x); whole artifact {m['artifact_tensor_bytes'] / 2**20:.1f} MiB"
+        done(result, f"{m['layers']} layers from {m['source']}, {m['method']}")
+        + f"\n  quantized Linears: {m['quantized_bytes'] / 2**20:.1f} MiB vs {m['quantized_fp16_bytes'] / 2**20:.1f} "
+        f"MiB in fp16 ({m['quantized_ratio']:.3f}x); whole artifact {m['artifact_tensor_bytes'] / 2**20:.1f} MiB"
     )
     emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)

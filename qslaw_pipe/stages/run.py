@@ -2,20 +2,75 @@
 
 prepare -> calibrate (OmniQuant W4 g128) -> tune (QSLAW, easy-VQA + WikiText) -> fold (packed int4)
 -> export onnx (MatMulNBits) -> eval mcq in onnxruntime (easy-VQA test) -> an answer about one test
-image, in onnxruntime. Every stage reuses its finished
-artifact and resumes a crashed one, so an interrupted run picks up where it stopped.
+image, in onnxruntime. Every stage reuses its finished artifact and resumes a crashed one, so an
+interrupted run picks up where it stopped. Its settings are a recipe (run.yaml beside this file).
 """
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 
-from qslaw_pipe.cli_common import emit, json_option, quiet_libraries, user_errors
-from qslaw_pipe.exports.ort_runtime import OrtVlm
+from qslaw_pipe.cli_common import emit, field_default, json_option, quiet_libraries, user_errors
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.exports.onnx.runtime import OrtVlm
+from qslaw_pipe.pipeline.config import config_from_mapping, load_recipe
+from qslaw_pipe.pipeline.data.images import open_image
+from qslaw_pipe.pipeline.data.sets import load_samples
 from qslaw_pipe.pipeline.data.text import default_text_path
-from qslaw_pipe.pipeline.train_sets import load_samples
-from qslaw_pipe.stages import calibrate, eval_mcq, export, fold, prepare, tune
-from qslaw_pipe.stages.generate import open_image
+from qslaw_pipe.stages import calibrate, export, fold, prepare, tune
+from qslaw_pipe.stages.evaluate import mcq as eval_mcq
+
+RECIPE = Path(__file__).with_name("run.yaml")
+SECTIONS = {
+    "calibrate": calibrate.CalibrateConfig,
+    "tune": tune.TuneConfig,
+    "fold": fold.FoldConfig,
+    "export": export.ExportConfig,
+    "mcq": eval_mcq.McqConfig,
+}
+# run's flags: (section, key) each sets; --data sets both the training and the test set
+FLAGS = {
+    "bits": [("calibrate", "bits")],
+    "epochs": [("calibrate", "epochs")],
+    "nsamples": [("calibrate", "nsamples")],
+    "seqlen": [("calibrate", "seqlen")],
+    "steps": [("tune", "steps")],
+    "limit": [("mcq", "limit")],
+    "data": [("tune", "data"), ("mcq", "data")],
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    calibrate: calibrate.CalibrateConfig
+    tune: tune.TuneConfig
+    fold: fold.FoldConfig
+    export: export.ExportConfig
+    mcq: eval_mcq.McqConfig
+
+
+def run_config(recipe: Path | None, flags: dict) -> RunConfig:
+    """The recipe (default: run.yaml) with the flags that were given applied; each section validated."""
+    source = recipe or RECIPE
+    sections = load_recipe(source)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise QslawError(f"unknown section(s) {', '.join(unknown)} in {source}", f"use {', '.join(SECTIONS)}")
+    data = {name: dict(sections.get(name) or {}) for name in SECTIONS}
+    for flag, value in flags.items():
+        for section, key in FLAGS[flag] if value is not None else ():
+            data[section][key] = value
+    data["tune"].setdefault("warmup_steps", max(1, data["tune"].get("steps", tune.TuneConfig.steps) // 4))
+    return RunConfig(
+        **{n: config_from_mapping(cls, data[n], f"{source} [{n}]") for n, cls in SECTIONS.items()}
+    )
+
+
+def recipe_value(flag: str) -> str:
+    """What the packaged recipe sets for a run flag (shown as its default in --help)."""
+    section, key = FLAGS[flag][0]
+    return str((load_recipe(RECIPE).get(section) or {}).get(key, field_default(SECTIONS[section], key)))
 
 
 def demo_sample(data: str):
@@ -26,15 +81,23 @@ def _step(i: int, name: str, text: str) -> None:
     click.echo(f"[{i}/7] {name:<9} -> {text}", err=True)
 
 
+def _flag(name: str, help: str, **kwargs):
+    return click.option(
+        f"--{name}", default=None, show_default=f"{recipe_value(name)} (run.yaml)", help=help, **kwargs
+    )
+
+
 @click.command("run")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
-@click.option("--bits", type=click.Choice(["2", "3", "4"]), default="4", show_default=True)
-@click.option("--epochs", type=int, default=2, show_default=True, help="OmniQuant epochs per block.")
-@click.option("--nsamples", type=int, default=32, show_default=True, help="OmniQuant calibration sequences.")
-@click.option("--steps", type=int, default=60, show_default=True, help="QSLAW tuning steps.")
-@click.option("--seqlen", type=int, default=256, show_default=True, help="Tokens per calibration sequence.")
-@click.option("--limit", type=int, default=200, show_default=True, help="Test questions scored (0 = all).")
-@click.option("--data", default="easyvqa", show_default=True, help="easyvqa, or a ScienceQA directory.")
+@_flag("bits", "Weight bits (calibrate.bits).", type=click.Choice(["2", "3", "4"]))
+@_flag("epochs", "OmniQuant epochs per block (calibrate.epochs).", type=int)
+@_flag("nsamples", "OmniQuant calibration sequences (calibrate.nsamples).", type=int)
+@_flag("seqlen", "Tokens per calibration sequence (calibrate.seqlen).", type=int)
+@_flag(
+    "steps", "QSLAW tuning steps (tune.steps; warmup a quarter of them unless the recipe sets it).", type=int
+)
+@_flag("limit", "Test questions scored, 0 = all (mcq.limit).", type=int)
+@_flag("data", "easyvqa, or a ScienceQA directory (tune.data and mcq.data).")
 @click.option(
     "--model",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -47,39 +110,43 @@ def _step(i: int, name: str, text: str) -> None:
     default=None,
     help="Raw text corpus. Default: WikiText-2 test ($QSLAW_TEXT).",
 )
+@click.option(
+    "--config",
+    "recipe",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A recipe replacing the packaged run.yaml (sections calibrate, tune, fold, export, mcq).",
+)
 @json_option
 @user_errors
-def command(run_dir, bits, epochs, nsamples, steps, seqlen, limit, data, model, text, as_json) -> None:
+def command(run_dir, model, text, recipe, as_json, **flags) -> None:
     """Run the whole pipeline on the default VLM into RUN_DIR (resumable: finished stages are reused).
 
     Every stage reuses a finished artifact; each can also be run alone (see `qslaw-pipe --help`).
     """
     quiet_libraries()
+    flags["bits"] = int(flags["bits"]) if flags["bits"] else None
+    cfg = run_config(recipe, flags)
     model = model or prepare.run(prepare.PrepareConfig()).artifact.path
     _step(1, "prepare", str(model))
     text = text or default_text_path()
-    cal_cfg = calibrate.CalibrateConfig(bits=int(bits), epochs=epochs, nsamples=nsamples, seqlen=seqlen)
-    cal = calibrate.run(cal_cfg, run_dir, model, text)
+    cal = calibrate.run(cfg.calibrate, run_dir, model, text)
     _step(2, "calibrate", f"{cal.artifact.path}{' (reused)' if cal.reused else ''}")
-    tuned = tune.run(
-        tune.TuneConfig(data=data, steps=steps, warmup_steps=max(1, steps // 4)), run_dir, model, text
-    )
+    tuned = tune.run(cfg.tune, run_dir, model, text)
     m = tuned.artifact.metrics
     _step(
         3, "tune", f"{tuned.artifact.path} (final loss {m['final_loss']:.3f}, {m['mean_step_s']:.1f} s/step)"
     )
-    folded = fold.run(fold.FoldConfig(), run_dir).artifact
+    folded = fold.run(cfg.fold, run_dir).artifact
     _step(
         4, "fold", f"{folded.path} (int4 Linears {folded.metrics['quantized_ratio']:.2f}x their fp16 bytes)"
     )
-    onnx = export.run(export.ExportConfig(), run_dir).artifact
-    _step(5, "export", f"{onnx.path} (MatMulNBits int4, onnxruntime)")
-    mcq_cfg = eval_mcq.McqConfig(data=data, limit=limit, onnx=onnx.path.name)
-    mcq = eval_mcq.run_mcq(mcq_cfg, run_dir).artifact.metrics
+    onnx = export.run(cfg.export, run_dir).artifact
+    _step(5, "export", f"{onnx.path} ({cfg.export.int4_op} int4, onnxruntime)")
+    mcq = eval_mcq.run_mcq(replace(cfg.mcq, onnx=str(onnx.path)), run_dir).artifact.metrics
     _step(
         6, "eval mcq", f"accuracy {100 * mcq['accuracy']:.1f}% on {mcq['n']} test questions, in onnxruntime"
     )
-    sample = demo_sample(data)
+    sample = demo_sample(cfg.mcq.data)
     answer = OrtVlm(onnx.path).generate(sample.prompt, open_image(sample.image), max_new_tokens=8)
     _step(7, "generate", "answer about a test image, in onnxruntime")
     result = {
@@ -92,7 +159,8 @@ def command(run_dir, bits, epochs, nsamples, steps, seqlen, limit, data, model, 
     }
     human = (
         f"easy-VQA multiple choice: {100 * mcq['accuracy']:.1f}% of {mcq['n']} test questions "
-        f"(QSLAW W{bits} int4 in onnxruntime; per category: `qslaw-pipe eval mcq --run-dir {run_dir} --onnx {onnx.path.name}`)\n"
-        f"demo question: {sample.prompt.splitlines()[0]} (answer {sample.target})\nmodel answer: {answer}"
+        f"(QSLAW W{cfg.calibrate.bits} int4 in onnxruntime; per category: `qslaw-pipe eval mcq --run-dir {run_dir} "
+        f"--onnx {onnx.path}`)\ndemo question: {sample.prompt.splitlines()[0]} (answer {sample.target})\n"
+        f"model answer: {answer}"
     )
     emit(result, as_json, human)

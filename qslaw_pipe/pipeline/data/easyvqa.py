@@ -8,8 +8,8 @@ question type (yes/no, shape, color) is kept for per-category scores.
 import random
 from pathlib import Path
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.data.sample import LETTERS, Sample, mc_prompt
-from qslaw_pipe.pipeline.errors import QslawError
 
 YES_NO = ("yes", "no")
 SHAPES = ("circle", "rectangle", "triangle")

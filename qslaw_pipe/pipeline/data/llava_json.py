@@ -8,9 +8,9 @@ the prompt formatter puts the image where the model expects it.
 import json
 from pathlib import Path
 
-from qslaw_pipe.pipeline.data.errors import bad_record, require
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.data.records import bad_record, require
 from qslaw_pipe.pipeline.data.sample import Sample
-from qslaw_pipe.pipeline.errors import QslawError
 
 _ROLES = ("human", "gpt")
 

@@ -21,10 +21,6 @@ class Sample:
     choices: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
 
-    @property
-    def modality(self) -> str:
-        return "multimodal" if self.image is not None else "text"
-
 
 LETTERS = "ABCDEFGHIJ"
 

@@ -7,9 +7,9 @@ the answer letter. Subject, context modality (IMG / TXT / NO) and grade are kept
 import json
 from pathlib import Path
 
-from qslaw_pipe.pipeline.data.errors import bad_record, require
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.data.records import bad_record, require
 from qslaw_pipe.pipeline.data.sample import LETTERS, Sample, mc_prompt
-from qslaw_pipe.pipeline.errors import QslawError
 
 
 def _context_modality(has_image: bool, hint: str) -> str:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from qslaw_pipe.pipeline.data.sample import Sample
-from qslaw_pipe.pipeline.errors import QslawError
+from qslaw_pipe.errors import QslawError
 
 SPLITS = ("calib", "eval")
 
@@ -46,12 +45,6 @@ def token_chunks(tokenizer, text: str, seqlen: int, limit: int | None = None) ->
     return ids[: n * seqlen].view(n, seqlen).clone()
 
 
-def text_samples(tokenizer, text: str, seqlen: int, limit: int | None = None) -> list[Sample]:
-    """Text chunks as samples for mixed tuning: no image, empty prompt, the chunk as target."""
-    chunks = token_chunks(tokenizer, text, seqlen, limit)
-    return [Sample(None, "", tokenizer.decode(c)) for c in chunks]
-
-
 def default_text_path() -> Path:
     """WikiText-2 raw test text: $QSLAW_TEXT, else ../shared/data/wikitext-2-raw/wiki.test.raw beside the
     checkout, else Python's own English prose (pydoc topics) written once to the cache as a fallback."""
@@ -70,7 +63,7 @@ def default_text_path() -> Path:
 def _pydoc_fallback() -> Path:
     from pydoc_data.topics import topics
 
-    from qslaw_pipe.pipeline.paths import cache_root
+    from qslaw_pipe.paths import cache_root
 
     path = cache_root() / "text" / "pydoc-topics.txt"
     if not path.is_file():

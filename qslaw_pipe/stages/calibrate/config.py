@@ -1,0 +1,51 @@
+"""`calibrate`'s settings: one frozen dataclass, validated on construction (flags and recipes build it)."""
+
+from dataclasses import dataclass, field
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.targeting import parse_rule
+
+BITS = (2, 3, 4, 8)
+GROUPS = (32, 64, 128, -1)
+METHODS = ("omniquant", "rtn")
+CALIBS = ("text", "hybrid")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """group_size -1 means per-channel (one group spanning all inputs)."""
+
+    bits: int = 4
+    group_size: int = 128
+    method: str = "omniquant"
+    calib: str = "text"
+    nsamples: int = 32
+    seqlen: int = 512
+    epochs: int = 3
+    lr: float = 0.5
+    batch_size: int = 4
+    seed: int = 0
+    rules: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        checks = [
+            (self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
+            (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),
+            (self.method in METHODS, f"--method {self.method}", f"use one of {METHODS}"),
+            (self.calib in CALIBS, f"--calib {self.calib}", f"use one of {CALIBS}"),
+            (
+                self.nsamples > 0 and self.seqlen > 1 and self.epochs >= 0,
+                "--nsamples/--seqlen/--epochs",
+                "use positive values",
+            ),
+            (self.lr > 0 and self.batch_size > 0, "--lr/--batch-size", "use positive values"),
+        ]
+        for ok, what, fix in checks:
+            if not ok:
+                raise QslawError(f"invalid {what}", fix)
+        for rule in self.rules:
+            parse_rule(rule)
+
+
+def layer_group_size(cfg: CalibrateConfig, in_features: int) -> int:
+    return in_features if cfg.group_size == -1 else cfg.group_size

@@ -1,0 +1,68 @@
+"""Stage `calibrate`: int-k qparams (delta, zero point per group) for the LM's targeted Linears.
+
+omniquant: learnable clipping, block-wise reconstruction (omniquant.py); rtn: min-max round-to-nearest,
+in the same artifact format: `R/calibrate/qparams.safetensors` (pipeline/qparams.py) and targets.json.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.kernels.quant import rtn_qparams
+from qslaw_pipe.pipeline.artifact import StageResult, run_stage
+from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.model import load_model
+from qslaw_pipe.pipeline.qparams import write_qparams
+from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
+from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
+from qslaw_pipe.stages.calibrate.omniquant import omniquant
+
+
+def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path, bar: bool = True) -> dict:
+    """Compute qparams for every targeted Linear and write `out/qparams.safetensors`; returns metrics."""
+    start = time.perf_counter()
+    lm = load_model(model_dir)
+    decisions = resolve_targets(lm.model, [parse_rule(r) for r in cfg.rules])
+    targets = quantized_names(decisions)
+    if not targets:
+        raise QslawError("the targeting rules select no Linear layer", "check --rule patterns")
+    named = dict(lm.model.named_modules())
+    group_sizes = {t: layer_group_size(cfg, named[t].in_features) for t in targets}
+    tensors, losses = {}, []
+    if cfg.method == "rtn":
+        for t in targets:
+            tensors[f"{t}.delta"], tensors[f"{t}.zero_point"] = rtn_qparams(
+                named[t].weight.detach(), cfg.bits, group_sizes[t]
+            )
+    else:
+        results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar)
+        for t, (d, z, up, lo) in results.items():
+            tensors.update(
+                {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
+            )
+    write_qparams(out, tensors, cfg.bits, group_sizes, cfg.method)
+    (out / "targets.json").write_text(json.dumps(decisions, indent=1))
+    if (out / "resume").exists():
+        shutil.rmtree(out / "resume")
+    return {"layers": len(targets), "blocks": losses, "calibration_s": round(time.perf_counter() - start, 2)}
+
+
+def run(
+    cfg: CalibrateConfig,
+    run_dir: Path,
+    model_dir: Path,
+    text_path: Path,
+    force: bool = False,
+    bar: bool = True,
+) -> StageResult:
+    inputs = {"model": model_dir, "text": text_path}
+    return run_stage(
+        run_dir,
+        "calibrate",
+        config_to_dict(cfg),
+        inputs,
+        lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar),
+        force=force,
+    )

@@ -1,0 +1,34 @@
+"""Batched greedy answers of a LLaVA-style PyTorch model (left padding)."""
+
+import torch
+
+from qslaw_pipe.pipeline.data.images import open_image
+from qslaw_pipe.pipeline.data.sample import Sample
+from qslaw_pipe.pipeline.model import LoadedModel
+from qslaw_pipe.pipeline.prompt import chat_prompt
+
+
+@torch.no_grad()
+def greedy_answers(
+    lm: LoadedModel, samples: list[Sample], max_new_tokens: int = 4, batch_size: int = 16, bar=None
+) -> list[str]:
+    tok = lm.tokenizer
+    tok.padding_side = "left"
+    outputs = []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        texts = [chat_prompt(tok, s.prompt, with_image=s.image is not None) for s in chunk]
+        images = [open_image(s.image) for s in chunk if s.image is not None]
+        if images and len(images) != len(chunk):
+            raise ValueError("a batch must be all multimodal or all text")
+        kw = {"images": images} if images else {}
+        enc = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
+        out = lm.model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+        outputs += [
+            t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
+        if bar is not None:
+            bar.update(len(chunk))
+    return outputs

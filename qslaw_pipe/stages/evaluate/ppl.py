@@ -1,0 +1,98 @@
+"""`qslaw-pipe eval ppl`: held-out WikiText perplexity, full precision vs the calibrated fake-quant model."""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from qslaw_pipe.cli_common import (
+    config_option,
+    emit,
+    field_option,
+    force_option,
+    json_option,
+    model_option,
+    quiet_libraries,
+    run_dir_option,
+    text_option,
+    user_errors,
+)
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
+from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
+from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.hashing import sha256_path
+from qslaw_pipe.pipeline.model import load_model, resolve_model
+from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+from qslaw_pipe.stages.evaluate.perplexity import perplexity
+
+
+@dataclass(frozen=True)
+class PplConfig:
+    seqlen: int = 512
+    windows: int = 32
+    batch_size: int = 4
+
+    def __post_init__(self):
+        if self.seqlen < 2 or self.windows < 1 or self.batch_size < 1:
+            raise QslawError("invalid --seqlen/--windows/--batch-size", "use positive values (seqlen >= 2)")
+
+
+def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig) -> dict:
+    """FP and fake-quant perplexity on the held-out half, first `windows` non-overlapping windows."""
+    calib = read_artifact(run_dir, "calibrate", model_sha=sha256_path(model_dir))
+    lm = load_model(model_dir)
+    windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), cfg.seqlen, cfg.windows)
+    fp = perplexity(lm.model, windows, cfg.batch_size, "fp")
+    quant = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(calib))
+    q = perplexity(quant, windows, cfg.batch_size, "quantized")
+    c = calib.config
+    return {
+        "fp": fp,
+        "quantized": q,
+        "windows": len(windows),
+        "seqlen": cfg.seqlen,
+        "split": "eval (second half)",
+        "quantizer": f"{c['method']} W{c['bits']} g{c['group_size']}",
+    }
+
+
+def run_ppl(
+    cfg: PplConfig, run_dir: Path, model_dir: Path, text_path: Path, force: bool = False
+) -> StageResult:
+    inputs = {"model": model_dir, "text": text_path, "calibrate": stage_dir(run_dir, "calibrate")}
+    if not (inputs["calibrate"] / "manifest.json").is_file():
+        read_artifact(run_dir, "calibrate")  # raises the one-line error naming the missing file
+    return run_stage(
+        run_dir,
+        "eval-ppl",
+        config_to_dict(cfg),
+        inputs,
+        lambda _out, _r: evaluate_ppl(model_dir, run_dir, text_path, cfg),
+        force=force,
+    )
+
+
+@click.command("ppl")
+@run_dir_option
+@model_option
+@field_option(PplConfig, "seqlen", "Tokens per window.")
+@field_option(PplConfig, "windows", "Held-out windows scored (from the start of the second half).")
+@field_option(PplConfig, "batch_size", "Windows per forward pass.")
+@text_option
+@config_option
+@force_option
+@json_option
+@user_errors
+def command(run_dir, model, text, recipe, force, as_json, **flags) -> None:
+    """Perplexity of the full-precision LM and of RUN_DIR/calibrate's fake-quant LM, side by side."""
+    quiet_libraries()
+    cfg = merge_recipe(PplConfig, recipe, flags)
+    result = run_ppl(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
+    m = result.artifact.metrics
+    human = (
+        f"perplexity, held-out {m['split']}, {m['windows']} x {m['seqlen']} tokens\n"
+        f"  {'full precision':<24}{m['fp']:10.2f}\n  {m['quantizer']:<24}{m['quantized']:10.2f}"
+    )
+    emit({"artifact": str(result.artifact.path), **m}, as_json, human)

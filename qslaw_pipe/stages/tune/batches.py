@@ -1,0 +1,120 @@
+"""Tuning batches: multimodal instruction samples and WikiText chunks, drawn per step.
+
+Multimodal warmup (QSLAW sec. 3.3): steps < `warmup_steps` draw only multimodal samples; later
+batches mix multimodal and text samples at `mm:text`. Which samples a step gets is a pure function
+of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+
+Labels: a multimodal sample is scored on its answer tokens (answer + end-of-turn token) only, a text
+sample on all its tokens; unscored positions hold -100.
+"""
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.data.images import open_image
+from qslaw_pipe.pipeline.data.sample import Sample
+from qslaw_pipe.pipeline.prompt import chat_prompt
+
+IGNORE = -100
+
+
+def parse_mix(ratio: str) -> tuple[int, int]:
+    """'1:1' -> (1, 1): multimodal parts to text parts."""
+    try:
+        mm, text = (int(p) for p in ratio.split(":"))
+    except ValueError as e:
+        raise QslawError(f"invalid --mix-ratio '{ratio}'", "write MM:TEXT with integers, e.g. 1:1") from e
+    if mm <= 0 or text < 0:
+        raise QslawError(f"invalid --mix-ratio '{ratio}'", "MM must be positive and TEXT non-negative")
+    return mm, text
+
+
+def modalities(step: int, batch_size: int, warmup_steps: int, mix: tuple[int, int]) -> list[str]:
+    """The modality of each slot of step `step`'s batch."""
+    mm, text = mix
+    n_text = 0 if step < warmup_steps else round(batch_size * text / (mm + text))
+    n_text = min(n_text, batch_size - 1)
+    return ["multimodal"] * (batch_size - n_text) + ["text"] * n_text
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: torch.Tensor  # [L] int64
+    labels: torch.Tensor  # [L] int64, IGNORE where unscored
+    pixel_values: torch.Tensor | None  # [1, 3, H, W] or None
+    modality: str
+
+
+def mm_example(processor, sample: Sample) -> Example:
+    tok = processor.tokenizer
+    prompt = chat_prompt(tok, sample.prompt, with_image=True)
+    enc = processor(images=open_image(sample.image), text=prompt, return_tensors="pt")
+    answer = tok(sample.target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ][0]
+    ids = torch.cat([enc["input_ids"][0], answer])
+    labels = torch.cat([torch.full_like(enc["input_ids"][0], IGNORE), answer])
+    return Example(ids, labels, enc["pixel_values"], "multimodal")
+
+
+def text_example(chunk: torch.Tensor) -> Example:
+    return Example(chunk, chunk.clone(), None, "text")
+
+
+class StepSampler:
+    """Draws step `t`'s examples from the multimodal pool and the text chunks."""
+
+    def __init__(
+        self,
+        processor,
+        samples: list[Sample],
+        chunks: list[torch.Tensor],
+        batch_size: int,
+        warmup_steps: int,
+        mix: tuple[int, int],
+        seed: int,
+    ):
+        if not samples:
+            raise QslawError("no multimodal training samples", "check --data")
+        if mix[1] and len(chunks) == 0:
+            raise QslawError(
+                "no text chunks for the text part of --mix-ratio", "use a longer --text or --mix-ratio 1:0"
+            )
+        self.samples, self.chunks, self.batch_size = samples, chunks, batch_size
+        self.warmup_steps, self.mix, self.seed = warmup_steps, mix, seed
+        self._mm = lru_cache(maxsize=4096)(lambda i: mm_example(processor, samples[i]))
+
+    def examples(self, step: int) -> list[Example]:
+        rng = random.Random(self.seed * 1_000_003 + step)
+        out = []
+        for modality in modalities(step, self.batch_size, self.warmup_steps, self.mix):
+            if modality == "multimodal":
+                out.append(self._mm(rng.randrange(len(self.samples))))
+            else:
+                out.append(text_example(self.chunks[rng.randrange(len(self.chunks))]))
+        return out
+
+
+def collate(examples: list[Example], pad_id: int) -> dict:
+    """Right-padded batch: input_ids, attention_mask, labels [B, L]; pixel_values for the images."""
+    length = max(e.input_ids.numel() for e in examples)
+    ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(examples):
+        n = e.input_ids.numel()
+        ids[i, :n], labels[i, :n], mask[i, :n] = e.input_ids, e.labels, 1
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "is_text": torch.tensor([e.modality == "text" for e in examples]),
+    }
+    pixels = [e.pixel_values for e in examples if e.pixel_values is not None]
+    if pixels:
+        batch["pixel_values"] = torch.cat(pixels)
+    return batch

@@ -1,0 +1,48 @@
+"""Training checkpoints for resume, kept apart from the artifact's weights.
+
+One safetensors file: trainable tensors under `model/<name>`, AdamW state under `optim/<i>/<key>`,
+the torch RNG under `rng/torch`; the JSON header holds the step reached, the optimizer's param groups,
+the scheduler's state and the metric rows so far. Written atomically (pipeline/tensors.py).
+"""
+
+from pathlib import Path
+
+import torch
+
+from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows: list[dict]) -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    tensors = {f"model/{n}": p.detach().contiguous() for n, p in params.items()}
+    opt = optimizer.state_dict()
+    for i, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim/{i}/{key}"] = value.detach().reshape(value.shape).contiguous()
+    tensors["rng/torch"] = torch.get_rng_state()
+    header = {
+        "step": step,
+        "param_groups": opt["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "rows": rows,
+    }
+    save_tensors(path, tensors, header)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Restore everything saved; returns (step reached, metric rows)."""
+    tensors, header = load_tensors(path)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("model/"):
+                params[key[len("model/") :]].copy_(value)
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, i, name = key.split("/", 2)
+            state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+    scheduler.load_state_dict(header["scheduler"])
+    torch.set_rng_state(tensors["rng/torch"])
+    return header["step"], header["rows"]

@@ -1,0 +1,49 @@
+"""`tune`'s settings: one frozen dataclass, validated on construction (flags and recipes build it)."""
+
+from dataclasses import dataclass
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.tuned import METHODS
+from qslaw_pipe.stages.tune.batches import parse_mix
+
+DEFAULT_LR = {"qslaw": 5e-4, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """lm_lr: scales (qslaw), LM weights (fp) or LoRA (qlora); None takes the method's default."""
+
+    method: str = "qslaw"
+    data: str = "easyvqa"
+    steps: int = 200
+    batch_size: int = 4
+    warmup_steps: int = 40
+    mix_ratio: str = "1:1"
+    projector_lr: float = 2e-3
+    lm_lr: float | None = None
+    weight_decay: float = 0.0
+    text_seqlen: int = 96
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    checkpoint_every: int = 50
+    seed: int = 0
+    compile: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise QslawError(f"invalid --method {self.method}", f"use one of {', '.join(METHODS)}")
+        if self.steps < 1 or self.batch_size < 2 or self.warmup_steps < 0 or self.checkpoint_every < 1:
+            raise QslawError(
+                "invalid --steps/--batch-size/--warmup-steps/--checkpoint-every",
+                "steps >= 1, batch size >= 2, warmup >= 0, checkpoint-every >= 1",
+            )
+        if self.projector_lr <= 0 or (self.lm_lr is not None and self.lm_lr < 0) or self.text_seqlen < 8:
+            raise QslawError(
+                "invalid --projector-lr/--lm-lr/--text-seqlen",
+                "use positive learning rates and text-seqlen >= 8",
+            )
+        parse_mix(self.mix_ratio)
+
+    @property
+    def resolved_lm_lr(self) -> float:
+        return DEFAULT_LR[self.method] if self.lm_lr is None else self.lm_lr

@@ -1,0 +1,99 @@
+"""The training loop every tuning method shares: AdamW over the trainable tensors (projector and LM
+groups), LLaVA's warmup-cosine schedule, per-step batches from the sampler, resume checkpoints."""
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from qslaw_pipe.pipeline import modules
+from qslaw_pipe.stages.tune.batches import StepSampler, collate
+from qslaw_pipe.stages.tune.checkpoint import load_checkpoint, save_checkpoint
+from qslaw_pipe.stages.tune.config import TuneConfig
+from qslaw_pipe.stages.tune.loss import batch_loss
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear ramp over the first 3% of steps, then cosine decay to 0 (LLaVA's schedule)."""
+    ramp = max(1, round(0.03 * total))
+    if step < ramp:
+        return (step + 1) / ramp
+    return 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, total - ramp)))
+
+
+def optimizer(model, cfg: TuneConfig):
+    """AdamW over the trainable tensors (projector group, LM group) and LLaVA's schedule."""
+    projector = {id(p) for p in modules.projector(model).parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) in projector], "lr": cfg.projector_lr},
+        {"params": [p for p in trainable if id(p) not in projector], "lr": cfg.resolved_lm_lr},
+    ]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
+
+
+def train_step(model, opt, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimizer step on `batch` (batches.collate); returns (loss, per-modality mean losses)."""
+    loss, parts = batch_loss(model, batch)
+    opt.zero_grad(set_to_none=True)
+    if loss.requires_grad:
+        loss.backward()
+        opt.step()
+    return loss, parts
+
+
+def train(
+    lm,
+    sampler: StepSampler,
+    cfg: TuneConfig,
+    out: Path,
+    resuming: bool,
+    bar: bool = True,
+) -> list[dict]:
+    """The training loop; returns the metric rows (step, loss, modality, lr, seconds, per-modality losses)."""
+    model = lm.model
+    model.train()
+    opt, sched = optimizer(model, cfg)
+    start, rows = 0, []
+    if resuming and (out / CHECKPOINT).is_file():
+        start, rows = load_checkpoint(out / CHECKPOINT, model, opt, sched)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    progress = tqdm(
+        range(start, cfg.steps), desc=f"tune {cfg.method}", initial=start, total=cfg.steps, disable=not bar
+    )
+    for step in progress:
+        t0 = time.perf_counter()
+        loss, parts = train_step(model, opt, collate(sampler.examples(step), pad))
+        lr = opt.param_groups[-1]["lr"]
+        sched.step()
+        modality = "mixed" if len(parts) > 1 else next(iter(parts))
+        rows.append(
+            {
+                "step": step,
+                "loss": loss.item(),
+                "modality": modality,
+                "lr": lr,
+                "seconds": time.perf_counter() - t0,
+                "loss_multimodal": parts.get("multimodal"),
+                "loss_text": parts.get("text"),
+            }
+        )
+        progress.set_postfix(loss=f"{loss.item():.3f}", modality=modality)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(out / CHECKPOINT, model, opt, sched, step + 1, rows)
+    model.eval()
+    return rows
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    fields = ["step", "loss", "modality", "lr", "seconds", "loss_multimodal", "loss_text"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,74 @@
+"""What each tuning method trains, on one LLaVA-style model, in place.
+
+  qslaw   calibrated int-k LM as QslawLinear (trainable per-group scales) + projector
+  frozen  the same quantized LM with scales fixed at 1 + projector (projector-only baseline)
+  fp      full-precision LM (all its weights) + projector, as LLaVA fine-tunes
+  qlora   LM Linears in NF4 with double quantization (bitsandbytes) + LoRA on them + projector
+
+The vision tower is frozen in every method; frozen weights get no gradient buffers.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline.artifact import Artifact
+from qslaw_pipe.pipeline.model import LoadedModel, load_model
+from qslaw_pipe.pipeline.qlora import to_qlora
+from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
+from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
+from qslaw_pipe.pipeline.tuned import METHODS, QUANTIZED
+from qslaw_pipe.stages.tune.qslaw_linear import attach_qslaw
+
+
+def prepare_method(
+    model: nn.Module,
+    method: str,
+    names: list[str],
+    qparams: dict[str, LayerQParams] | None,
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+    compiled: bool = False,
+) -> None:
+    """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes."""
+    if method not in METHODS:
+        raise QslawError(f"unknown --method {method}", f"use one of {', '.join(METHODS)}")
+    model.requires_grad_(False)
+    if method in QUANTIZED:
+        if qparams is None:
+            raise QslawError(
+                f"--method {method} needs a calibrate artifact", "run `qslaw-pipe calibrate` first"
+            )
+        attach_qslaw(model, {n: qparams[n] for n in names}, trainable=method == "qslaw", compiled=compiled)
+    elif method == "fp":
+        modules.decoder(model).requires_grad_(True)
+        model.get_output_embeddings().requires_grad_(True)
+    else:
+        to_qlora(model, names, lora_rank, lora_alpha)
+    modules.projector(model).requires_grad_(True)
+
+
+def build_method_model(
+    model_dir: Path,
+    method: str,
+    calib: Artifact | None,
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+    compiled: bool = False,
+) -> LoadedModel:
+    """The base model at `model_dir` turned into `method`'s trainable form."""
+    lm = load_model(model_dir)
+    if not lm.multimodal:
+        raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
+    qparams = load_qparams(calib) if calib is not None else None
+    names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
+    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled=compiled)
+    return lm
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained tensors by parameter name (what the tune artifact stores)."""
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}

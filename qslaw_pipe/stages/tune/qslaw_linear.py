@@ -1,0 +1,55 @@
+"""QslawLinear: a frozen int-k Linear whose only parameter is the per-group scale `s` (kernels/qslaw.py).
+
+Swapping it in drops the full-precision weight: the module keeps `W / delta` grouped in fp32 (what
+does not change between steps), `delta`, `zp`, the bias and `scale` [out, n_groups] (init 1).
+"""
+
+import torch
+from torch import nn
+
+from qslaw_pipe.kernels.qslaw import QslawLinearFunction, dequant_scaled, weight_over_delta
+from qslaw_pipe.pipeline.qparams import LayerQParams
+
+
+class QslawLinear(nn.Module):
+    def __init__(self, linear: nn.Linear, q: LayerQParams, trainable: bool = True, compiled: bool = False):
+        super().__init__()
+        self.compiled = compiled
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.bits, self.group_size = q.bits, q.group_size
+        delta = q.delta.float()
+        self.register_buffer("w_over_delta", weight_over_delta(linear.weight, delta, q.group_size))
+        self.register_buffer("delta", delta)
+        self.register_buffer("zp", q.zero_point.float())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.scale = nn.Parameter(torch.ones_like(delta), requires_grad=trainable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return QslawLinearFunction.apply(
+            x,
+            self.scale,
+            self.w_over_delta,
+            self.delta,
+            self.zp,
+            self.bias,
+            self.bits,
+            self.in_features,
+            self.compiled,
+        )
+
+    @torch.no_grad()
+    def quantized_weight(self) -> torch.Tensor:
+        """W_q [out, in] fp32 under the current scales."""
+        return dequant_scaled(self.w_over_delta, self.scale, self.delta, self.zp, self.bits, self.in_features)
+
+
+def attach_qslaw(
+    model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True, compiled: bool = False
+) -> dict[str, QslawLinear]:
+    """Replace every Linear named in `qparams` by a QslawLinear, in place."""
+    swapped = {}
+    for name, q in qparams.items():
+        module = QslawLinear(model.get_submodule(name), q, trainable, compiled)
+        model.set_submodule(name, module)
+        swapped[name] = module
+    return swapped

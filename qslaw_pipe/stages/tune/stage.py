@@ -1,0 +1,101 @@
+"""Stage `tune`: vision-language instruction tuning of the quantized model (QSLAW, Xie et al., ACM MM 2024).
+
+`qslaw` learns one scale per weight group of every quantized LM Linear (eq. 7-8, kernels/qslaw.py)
+and the projector, from the calibrate artifact's delta and zero point. Multimodal warmup: the first
+`warmup_steps` batches are multimodal only, then each batch mixes multimodal and WikiText samples at
+`mix_ratio`. The baselines (`fp`, `qlora`, `frozen`) and ablations (`--no-warmup`, `--mm-only`) run
+in the same loop on the same batches.
+
+Artifact `R/tune/`: trainable.safetensors (scales + projector, LoRA + projector, or LM + projector),
+metrics.csv, loss.png. Checkpoints live in the partial directory and are dropped once finished.
+"""
+
+from pathlib import Path
+
+import torch
+
+from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
+from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.data.sets import load_train_samples
+from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.hashing import sha256_path
+from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
+from qslaw_pipe.pipeline.tuned import QUANTIZED, write_tuned
+from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
+from qslaw_pipe.stages.tune.config import TuneConfig
+from qslaw_pipe.stages.tune.loop import CHECKPOINT, train, write_metrics
+from qslaw_pipe.stages.tune.methods import build_method_model, trainable_state
+from qslaw_pipe.stages.tune.plot import plot_losses
+
+METRICS_FILE = "metrics.csv"
+
+
+def tune(
+    model_dir: Path,
+    run_dir: Path,
+    text_path: Path,
+    cfg: TuneConfig,
+    out: Path,
+    resuming: bool,
+    bar: bool = True,
+) -> dict:
+    """Train `cfg.method`, write trainable.safetensors, metrics.csv and loss.png into `out`; returns metrics."""
+    calib = (
+        read_artifact(run_dir, "calibrate", model_sha=sha256_path(model_dir))
+        if cfg.method in QUANTIZED
+        else None
+    )
+    torch.manual_seed(cfg.seed)
+    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile)
+    mix = parse_mix(cfg.mix_ratio)
+    chunks = (
+        token_chunks(lm.tokenizer, split_text(read_text(text_path), "calib"), cfg.text_seqlen, 4096)
+        if mix[1]
+        else []
+    )
+    sampler = StepSampler(
+        lm.processor,
+        load_train_samples(cfg.data, cfg.seed),
+        chunks,
+        cfg.batch_size,
+        cfg.warmup_steps,
+        mix,
+        cfg.seed,
+    )
+    rows = train(lm, sampler, cfg, out, resuming, bar)
+    state = trainable_state(lm.model)
+    write_tuned(out, cfg.method, state)
+    write_metrics(out / METRICS_FILE, rows)
+    plot_losses(rows, cfg.warmup_steps, out / "loss.png", f"tune --method {cfg.method}")
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    timed = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
+    return {
+        "steps": cfg.steps,
+        "final_loss": sum(r["loss"] for r in rows[-10:]) / len(rows[-10:]),
+        "mean_step_s": sum(timed) / len(timed),
+        "trainable_params": sum(t.numel() for t in state.values()),
+        "peak_rss_mb_train": round(peak_rss_mb(), 1),
+        "lm_lr": cfg.resolved_lm_lr,
+    }
+
+
+def run(
+    cfg: TuneConfig,
+    run_dir: Path,
+    model_dir: Path,
+    text_path: Path,
+    force: bool = False,
+    bar: bool = True,
+) -> StageResult:
+    inputs = {"model": model_dir, "text": text_path}
+    if cfg.method in QUANTIZED:
+        read_artifact(run_dir, "calibrate")  # one-line error when it is missing
+        inputs["calibrate"] = stage_dir(run_dir, "calibrate")
+    return run_stage(
+        run_dir,
+        "tune",
+        config_to_dict(cfg),
+        inputs,
+        lambda out, resuming: tune(model_dir, run_dir, text_path, cfg, out, resuming, bar),
+        force=force,
+    )
