@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from qslaw_pipe.exports.onnx.custom_ops import library_path
 
 from qslaw_pipe.cli_common import quiet_libraries
 from qslaw_pipe.exports.onnx.runtime import OrtVlm
 from qslaw_pipe.exports.torchao import load_torchao
+from qslaw_pipe.kernels.build import library_path
 from qslaw_pipe.pipeline.data.easyvqa import load_easyvqa
+from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.folded import load_folded_model
 from qslaw_pipe.stages import export as ex
 from qslaw_pipe.stages import fold as fd
-from qslaw_pipe.stages.evaluate.generate import open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = "ORT int4 MatMulNBits acc0"

@@ -15,10 +15,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from qslaw_pipe.exports.onnx.custom_ops import library_path
 
 from qslaw_pipe.exports.onnx.int4_ops import matmulnbits_inputs
-from qslaw_pipe.kernels.build import build
+from qslaw_pipe.kernels.build import build, library_path
 from qslaw_pipe.kernels.int4_reference import matmul_int4_reference
 from qslaw_pipe.kernels.pack import pack_int4, unpack_int4
 from qslaw_pipe.kernels.quant import dequantize_codes, n_groups

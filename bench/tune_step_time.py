@@ -18,10 +18,10 @@ from qslaw_pipe.paths import default_model_dir
 from qslaw_pipe.pipeline.artifact import read_artifact
 from qslaw_pipe.pipeline.data.sets import load_train_samples
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
-from qslaw_pipe.stages.evaluate.tuned_model import build_method_model
 from qslaw_pipe.stages.tune import DEFAULT_LR
 from qslaw_pipe.stages.tune.batches import StepSampler, collate, parse_mix
-from qslaw_pipe.stages.tune.loss import batch_loss
+from qslaw_pipe.stages.tune.loop import train_step
+from qslaw_pipe.stages.tune.methods import build_method_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
@@ -52,10 +52,7 @@ def main() -> None:
         batch = collate(sampler.examples(step), 0)
         for method in METHODS:
             t = time.perf_counter()
-            loss, _ = batch_loss(models[method].model, batch)
-            opts[method].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[method].step()
+            train_step(models[method].model, opts[method], batch)
             if step:
                 times[method].append(time.perf_counter() - t)
     rows = {

@@ -59,7 +59,21 @@ def shown_default(value: Any, flag: str) -> str | None:
     return str(value)
 
 
-class ConfigOption(click.Option):
+class ShownDefault(click.Option):
+    """An option that is None unless given (so recipes apply) but shows `shown` as its default."""
+
+    def __init__(self, *args, shown: str | None = None, **kwargs):
+        super().__init__(*args, show_default=False, **kwargs)
+        self.shown = shown
+
+    def get_help_extra(self, ctx: click.Context) -> dict:
+        extra = super().get_help_extra(ctx)
+        if self.shown is not None:
+            extra["default"] = self.shown
+        return extra
+
+
+class ConfigOption(ShownDefault):
     """An option that sets field `config_field` of dataclass `config_class` (tests read these)."""
 
     def __init__(self, *args, config_class: type, config_field: str, **kwargs):
@@ -75,15 +89,14 @@ def field_option(cls: type, name: str, help: str = "", *, flag: str | None = Non
     decls = [f"--{flag}/--no-{flag}"] if isinstance(default, bool) else [f"--{flag}"]
     if "type" not in kwargs and isinstance(default, int | float | str) and not isinstance(default, bool):
         kwargs["type"] = type(default)
-    shown = shown_default(default, flag)
     return click.option(
         *decls,
         name,
         cls=ConfigOption,
         config_class=cls,
         config_field=name,
+        shown=shown_default(default, flag),
         default=None,
-        show_default=shown if shown is not None else False,
         help=help,
         **kwargs,
     )
@@ -130,3 +143,21 @@ onnx_dir_option = click.option(
 def done(result, what: str) -> str:
     """'wrote PATH (what)' or 'reused PATH (what)' for a StageResult."""
     return f"{'reused' if result.reused else 'wrote'} {result.artifact.path} ({what})"
+
+
+def report(result, as_json: bool, what: str, details: str = "") -> None:
+    """Print a StageResult: `wrote|reused PATH (what)` and the details, or (--json) its metrics."""
+    m = result.artifact.metrics
+    record = {"artifact": str(result.artifact.path), "reused": result.reused, **m}
+    emit(record, as_json, done(result, what) + details)
+
+
+def stage_options(fn=None, *, force: bool = True):
+    """The options every stage command ends with: --config, --force (unless force=False), --json, and
+    the one-line error boundary."""
+
+    def wrap(f):
+        f = json_option(user_errors(f))
+        return config_option(force_option(f) if force else f)
+
+    return wrap(fn) if fn is not None else wrap

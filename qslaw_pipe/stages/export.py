@@ -10,17 +10,7 @@ from pathlib import Path
 
 import click
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    done,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    quiet_libraries,
-    run_dir_option,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.exports.onnx.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
@@ -86,25 +76,25 @@ C = ExportConfig
 
 
 @click.command("export")
-@run_dir_option
-@field_option(
+@cli.run_dir_option
+@cli.field_option(
     C,
     "format",
     "onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache) and text/ for "
     "optimum; torchao: a Hugging Face directory with torchao int4 tensor subclasses (from_pretrained loads it).",
     type=click.Choice(FORMATS),
 )
-@field_option(
+@cli.field_option(
     C,
     "int4_op",
     "matmulnbits: onnxruntime's com.microsoft op; qdq: standard UINT4 DequantizeLinear + MatMul; "
     "custom: our ai.qslaw op (build kernels/ first); fp32: dequantized fp32 MatMul (a baseline, no int4).",
     type=click.Choice(OPS),
 )
-@field_option(
+@cli.field_option(
     C, "accuracy_level", "MatMulNBits compute: 0 exact fp32, 4 int8 activations (faster, approximate)."
 )
-@field_option(
+@cli.field_option(
     C,
     "decoder",
     "built: decoder.onnx assembled from fused onnxruntime ops (GroupQueryAttention, "
@@ -112,38 +102,27 @@ C = ExportConfig
     "traced: torch.onnx.export of the transformers modules.",
     type=click.Choice(DECODERS),
 )
-@field_option(
+@cli.field_option(
     C,
     "lm_head",
     "folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
     "codes at export (groups of 128 / 32), for fewer bytes read per token (approximate; built decoder only).",
     type=click.Choice(LM_HEADS),
 )
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.stage_options
 def command(run_dir, recipe, force, as_json, **flags) -> None:
     """Export RUN_DIR/fold to a deployable model -> RUN_DIR/export-<format>-<op>/."""
-    quiet_libraries()
+    cli.quiet_libraries()
     cfg = merge_recipe(ExportConfig, recipe, flags)
     result = run(cfg, run_dir, force)
     m = result.artifact.metrics
     if cfg.format == "torchao":
-        human = (
-            done(
-                result,
-                f"{m['layers']} Linears as {m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB",
-            )
-            + "\n  load: qslaw_pipe.exports.torchao.load_torchao(path)  (CPU int4 packing at load time)"
-        )
+        what = f"{m['layers']} Linears as {m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB"
+        details = "\n  load: qslaw_pipe.exports.torchao.load_torchao(path)  (CPU int4 packing at load time)"
     else:
+        what = f"{cfg.int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']}"
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
-        human = (
-            done(
-                result,
-                f"{cfg.int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']}",
-            )
-            + f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
+        details = (
+            f"\n  {sizes}\n  try: qslaw-pipe generate --onnx {result.artifact.path} --image IMG --prompt TEXT"
         )
-    emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)
+    cli.report(result, as_json, what, details)

@@ -12,17 +12,7 @@ from pathlib import Path
 import click
 import torch
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    done,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    quiet_libraries,
-    run_dir_option,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.qslaw import dequant_scaled, scaled_codes, weight_over_delta
 from qslaw_pipe.kernels.quant import from_groups
@@ -131,25 +121,22 @@ def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
 
 
 @click.command("fold")
-@run_dir_option
-@field_option(
+@cli.run_dir_option
+@cli.field_option(
     FoldConfig,
     "source",
     "auto: the tuned scales when RUN_DIR/tune exists, else the calibration alone (s = 1).",
     type=click.Choice(SOURCES),
 )
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.stage_options
 def command(run_dir, recipe, force, as_json, **flags) -> None:
     """Fold scales into packed int-k codes + delta + zero point -> RUN_DIR/fold/ (exact)."""
-    quiet_libraries()
+    cli.quiet_libraries()
     result = run(merge_recipe(FoldConfig, recipe, flags), run_dir, force)
     m = result.artifact.metrics
-    human = (
-        done(result, f"{m['layers']} layers from {m['source']}, {m['method']}")
-        + f"\n  quantized Linears: {m['quantized_bytes'] / 2**20:.1f} MiB vs {m['quantized_fp16_bytes'] / 2**20:.1f} "
-        f"MiB in fp16 ({m['quantized_ratio']:.3f}x); whole artifact {m['artifact_tensor_bytes'] / 2**20:.1f} MiB"
+    mib = {k: m[k] / 2**20 for k in ("quantized_bytes", "quantized_fp16_bytes", "artifact_tensor_bytes")}
+    details = (
+        f"\n  quantized Linears: {mib['quantized_bytes']:.1f} MiB vs {mib['quantized_fp16_bytes']:.1f} MiB in fp16 "
+        f"({m['quantized_ratio']:.3f}x); whole artifact {mib['artifact_tensor_bytes']:.1f} MiB"
     )
-    emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)
+    cli.report(result, as_json, f"{m['layers']} layers from {m['source']}, {m['method']}", details)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from qslaw_pipe.cli_common import emit, field_default, json_option, quiet_libraries, user_errors
+from qslaw_pipe.cli_common import ShownDefault, emit, field_default, json_option, quiet_libraries, user_errors
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.exports.onnx.runtime import OrtVlm
 from qslaw_pipe.pipeline.config import config_from_mapping, load_recipe
@@ -82,9 +82,8 @@ def _step(i: int, name: str, text: str) -> None:
 
 
 def _flag(name: str, help: str, **kwargs):
-    return click.option(
-        f"--{name}", default=None, show_default=f"{recipe_value(name)} (run.yaml)", help=help, **kwargs
-    )
+    shown = f"{recipe_value(name)} (run.yaml)"
+    return click.option(f"--{name}", cls=ShownDefault, shown=shown, default=None, help=help, **kwargs)
 
 
 @click.command("run")

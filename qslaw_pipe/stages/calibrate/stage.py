@@ -50,13 +50,10 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
 
 
 def run(
-    cfg: CalibrateConfig,
-    run_dir: Path,
-    model_dir: Path,
-    text_path: Path,
-    force: bool = False,
-    bar: bool = True,
+    cfg: CalibrateConfig, run_dir: Path, model_dir: Path, text_path: Path, force=False, bar=True
 ) -> StageResult:
+    """R/calibrate/ from the model at `model_dir` and the text corpus (reused, refused or resumed
+    under the run-directory contract); `bar` shows progress bars."""
     inputs = {"model": model_dir, "text": text_path}
     return run_stage(
         run_dir,

@@ -8,16 +8,7 @@ import click
 import torch
 from PIL import Image
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    emit,
-    field_option,
-    json_option,
-    model_option,
-    onnx_dir_option,
-    quiet_libraries,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
@@ -65,29 +56,27 @@ C = GenerateConfig
 
 
 @click.command("generate")
-@model_option
-@onnx_dir_option
+@cli.model_option
+@cli.onnx_dir_option
 @click.option(
     "--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Image file (PNG/JPEG)."
 )
 @click.option("--prompt", required=True, help="The question or instruction.")
-@field_option(C, "max_new_tokens", "Tokens generated at most (an end token stops earlier).")
-@field_option(C, "temperature", "Sampling temperature; 0 decodes greedily.")
-@field_option(C, "seed", "Seed of the sampling.")
-@config_option
-@json_option
-@user_errors
+@cli.field_option(C, "max_new_tokens", "Tokens generated at most (an end token stops earlier).")
+@cli.field_option(C, "temperature", "Sampling temperature; 0 decodes greedily.")
+@cli.field_option(C, "seed", "Seed of the sampling.")
+@cli.stage_options(force=False)
 def command(model, onnx_dir, image, prompt, recipe, as_json, **flags) -> None:
     """Answer PROMPT about IMAGE with a PyTorch model directory, or an ONNX export (--onnx)."""
-    quiet_libraries()
+    cli.quiet_libraries()
     cfg = merge_recipe(GenerateConfig, recipe, flags)
     picture = open_image(image) if image else None
     if onnx_dir is not None:
         from qslaw_pipe.exports.onnx.runtime import OrtVlm
 
         answer = OrtVlm(onnx_dir).generate(prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)
-        emit({"answer": answer, "model": str(onnx_dir), "runtime": "onnxruntime"}, as_json, answer)
+        cli.emit({"answer": answer, "model": str(onnx_dir), "runtime": "onnxruntime"}, as_json, answer)
         return
     lm = load_model(resolve_model(model))
     answer = generate(lm, prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)
-    emit({"answer": answer, "model": str(lm.path)}, as_json, answer)
+    cli.emit({"answer": answer, "model": str(lm.path)}, as_json, answer)

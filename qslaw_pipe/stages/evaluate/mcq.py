@@ -13,15 +13,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    quiet_libraries,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import StageResult, artifact_at, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
@@ -158,25 +150,22 @@ C = McqConfig
     multiple=True,
     help="Another tuned run directory to score on the same questions (repeatable).",
 )
-@field_option(C, "data", "easyvqa, or a ScienceQA directory.")
-@field_option(C, "split", "Split of --data to score.")
-@field_option(C, "limit", "Questions scored (seeded subset; 0 = all).")
-@field_option(C, "batch_size", "Questions per generate call (PyTorch).")
-@field_option(C, "max_new_tokens", "Tokens generated per answer.")
-@field_option(C, "seed", "Seed of the question subset and of easy-VQA's options.")
-@field_option(
+@cli.field_option(C, "data", "easyvqa, or a ScienceQA directory.")
+@cli.field_option(C, "split", "Split of --data to score.")
+@cli.field_option(C, "limit", "Questions scored (seeded subset; 0 = all).")
+@cli.field_option(C, "batch_size", "Questions per generate call (PyTorch).")
+@cli.field_option(C, "max_new_tokens", "Tokens generated per answer.")
+@cli.field_option(C, "seed", "Seed of the question subset and of easy-VQA's options.")
+@cli.field_option(
     C,
     "onnx",
     "Score this export directory (written by `export --format onnx`) in onnxruntime instead.",
     type=click.Path(exists=True, file_okay=False),
 )
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.stage_options
 def command(run_dir, baselines, recipe, force, as_json, **flags) -> None:
     """Multiple-choice accuracy of RUN_DIR's tuned model (and of each --baseline run), side by side."""
-    quiet_libraries()
+    cli.quiet_libraries()
     cfg = merge_recipe(McqConfig, recipe, flags)
     results = [(Path(r), run_mcq(cfg, Path(r), force).artifact.metrics) for r in (run_dir, *baselines)]
-    emit({str(r): m for r, m in results}, as_json, table(results))
+    cli.emit({str(r): m for r, m in results}, as_json, table(results))

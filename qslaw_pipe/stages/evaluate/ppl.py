@@ -6,18 +6,7 @@ from pathlib import Path
 
 import click
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    model_option,
-    quiet_libraries,
-    run_dir_option,
-    text_option,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
@@ -75,19 +64,16 @@ def run_ppl(
 
 
 @click.command("ppl")
-@run_dir_option
-@model_option
-@field_option(PplConfig, "seqlen", "Tokens per window.")
-@field_option(PplConfig, "windows", "Held-out windows scored (from the start of the second half).")
-@field_option(PplConfig, "batch_size", "Windows per forward pass.")
-@text_option
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.run_dir_option
+@cli.model_option
+@cli.field_option(PplConfig, "seqlen", "Tokens per window.")
+@cli.field_option(PplConfig, "windows", "Held-out windows scored (from the start of the second half).")
+@cli.field_option(PplConfig, "batch_size", "Windows per forward pass.")
+@cli.text_option
+@cli.stage_options
 def command(run_dir, model, text, recipe, force, as_json, **flags) -> None:
     """Perplexity of the full-precision LM and of RUN_DIR/calibrate's fake-quant LM, side by side."""
-    quiet_libraries()
+    cli.quiet_libraries()
     cfg = merge_recipe(PplConfig, recipe, flags)
     result = run_ppl(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
     m = result.artifact.metrics
@@ -95,4 +81,4 @@ def command(run_dir, model, text, recipe, force, as_json, **flags) -> None:
         f"perplexity, held-out {m['split']}, {m['windows']} x {m['seqlen']} tokens\n"
         f"  {'full precision':<24}{m['fp']:10.2f}\n  {m['quantizer']:<24}{m['quantized']:10.2f}"
     )
-    emit({"artifact": str(result.artifact.path), **m}, as_json, human)
+    cli.emit({"artifact": str(result.artifact.path), **m}, as_json, human)

@@ -2,34 +2,23 @@
 
 import click
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    quiet_libraries,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.stages.prepare.stage import PrepareConfig, run
 
 
 @click.command("prepare")
-@field_option(
+@cli.field_option(
     PrepareConfig, "image_size", "Square input size for DINOv2; image tokens = (size/14)^2 (84 -> 36)."
 )
-@field_option(PrepareConfig, "seed", "Seed of the projector's initialisation.")
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.field_option(PrepareConfig, "seed", "Seed of the projector's initialisation.")
+@cli.stage_options
 def command(recipe, force: bool, as_json: bool, **flags) -> None:
     """Build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache; instant when already built."""
-    quiet_libraries()
+    cli.quiet_libraries()
     result = run(merge_recipe(PrepareConfig, recipe, flags), force)
     verb = "reused" if result.reused else "built"
-    emit(
+    cli.emit(
         {"model_dir": str(result.artifact.path), "reused": result.reused, **result.artifact.metrics},
         as_json,
         f"{verb} default model at {result.artifact.path}",

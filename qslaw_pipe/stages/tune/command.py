@@ -2,19 +2,7 @@
 
 import click
 
-from qslaw_pipe.cli_common import (
-    config_option,
-    done,
-    emit,
-    field_option,
-    force_option,
-    json_option,
-    model_option,
-    quiet_libraries,
-    run_dir_option,
-    text_option,
-    user_errors,
-)
+from qslaw_pipe import cli_common as cli
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path
 from qslaw_pipe.pipeline.model import resolve_model
@@ -27,41 +15,38 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 
 
 @click.command("tune")
-@run_dir_option
-@model_option
-@field_option(
+@cli.run_dir_option
+@cli.model_option
+@cli.field_option(
     C,
     "method",
     "qslaw: learn group scales + projector; fp: full LM + projector; qlora: NF4 + LoRA + projector; "
     "frozen: projector only on the quantized LM.",
     type=click.Choice(METHODS),
 )
-@field_option(C, "data", "Multimodal training set: easyvqa, or a ScienceQA / LLaVA-JSON path.")
-@field_option(C, "steps", "Optimizer steps.")
-@field_option(C, "batch_size", "Samples per step.")
-@field_option(C, "warmup_steps", "Multimodal-only steps at the start (eta).")
+@cli.field_option(C, "data", "Multimodal training set: easyvqa, or a ScienceQA / LLaVA-JSON path.")
+@cli.field_option(C, "steps", "Optimizer steps.")
+@cli.field_option(C, "batch_size", "Samples per step.")
+@cli.field_option(C, "warmup_steps", "Multimodal-only steps at the start (eta).")
 @click.option("--no-warmup", is_flag=True, help="Ablation: mix text in from step 0 (--warmup-steps 0).")
-@field_option(C, "mix_ratio", "Multimodal:text samples per batch after warmup.")
+@cli.field_option(C, "mix_ratio", "Multimodal:text samples per batch after warmup.")
 @click.option("--mm-only", is_flag=True, help="Ablation: no text samples (--mix-ratio 1:0).")
-@field_option(C, "projector_lr", "AdamW learning rate of the projector.")
-@field_option(
+@cli.field_option(C, "projector_lr", "AdamW learning rate of the projector.")
+@cli.field_option(
     C, "lm_lr", f"Learning rate of scales / LM weights / LoRA. Unset: by method ({LM_LR}).", type=float
 )
-@field_option(C, "weight_decay", "AdamW weight decay (both groups).")
-@field_option(C, "text_seqlen", "Tokens per WikiText sample (about a multimodal sample's length).")
-@field_option(C, "lora_rank", "LoRA rank (qlora).")
-@field_option(C, "lora_alpha", "LoRA alpha (qlora).")
-@field_option(C, "checkpoint_every", "Steps between resume checkpoints.")
-@field_option(C, "seed", "Seed of the batch order and initialisation.")
-@field_option(C, "compile", "Fuse QSLAW's fake quantization with torch.compile (needs a C++ compiler).")
-@text_option
-@config_option
-@force_option
-@json_option
-@user_errors
+@cli.field_option(C, "weight_decay", "AdamW weight decay (both groups).")
+@cli.field_option(C, "text_seqlen", "Tokens per WikiText sample (about a multimodal sample's length).")
+@cli.field_option(C, "lora_rank", "LoRA rank (qlora).")
+@cli.field_option(C, "lora_alpha", "LoRA alpha (qlora).")
+@cli.field_option(C, "checkpoint_every", "Steps between resume checkpoints.")
+@cli.field_option(C, "seed", "Seed of the batch order and initialisation.")
+@cli.field_option(C, "compile", "Fuse QSLAW's fake quantization with torch.compile (needs a C++ compiler).")
+@cli.text_option
+@cli.stage_options
 def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, **flags) -> None:
     """Instruction-tune RUN_DIR's quantized model (or a baseline) on image QA -> RUN_DIR/tune/."""
-    quiet_libraries()
+    cli.quiet_libraries()
     if no_warmup:
         flags["warmup_steps"] = 0
     if mm_only:
@@ -69,9 +54,9 @@ def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, **
     cfg = merge_recipe(TuneConfig, recipe, flags)
     result = run(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
     m = result.artifact.metrics
-    human = (
-        done(result, f"{cfg.method}, {m['steps']} steps, {m['trainable_params']:,} trained values")
-        + f"\n  final loss {m['final_loss']:.3f}, {m['mean_step_s']:.2f} s/step, peak RSS "
+    what = f"{cfg.method}, {m['steps']} steps, {m['trainable_params']:,} trained values"
+    details = (
+        f"\n  final loss {m['final_loss']:.3f}, {m['mean_step_s']:.2f} s/step, peak RSS "
         f"{m['peak_rss_mb_train']:.0f} MB\n  loss curve: {result.artifact.path / 'loss.png'}"
     )
-    emit({"artifact": str(result.artifact.path), "reused": result.reused, **m}, as_json, human)
+    cli.report(result, as_json, what, details)

@@ -80,13 +80,10 @@ def tune(
 
 
 def run(
-    cfg: TuneConfig,
-    run_dir: Path,
-    model_dir: Path,
-    text_path: Path,
-    force: bool = False,
-    bar: bool = True,
+    cfg: TuneConfig, run_dir: Path, model_dir: Path, text_path: Path, force=False, bar=True
 ) -> StageResult:
+    """R/tune/ from the model at `model_dir` and the text corpus (reused, refused or resumed
+    under the run-directory contract); `bar` shows progress bars."""
     inputs = {"model": model_dir, "text": text_path}
     if cfg.method in QUANTIZED:
         read_artifact(run_dir, "calibrate")  # one-line error when it is missing
