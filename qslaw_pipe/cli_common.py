@@ -161,3 +161,17 @@ def stage_options(fn=None, *, force: bool = True):
         return config_option(force_option(f) if force else f)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def compute_options(cls: type):
+    """--device and --dtype for config dataclass `cls` (fields `device`, `dtype`)."""
+
+    def wrap(f):
+        f = field_option(
+            cls, "dtype", "Compute dtype: auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16 or fp16."
+        )(f)
+        return field_option(
+            cls, "device", "Where to compute: auto (CUDA when there is one), cpu, cuda, cuda:N."
+        )(f)
+
+    return wrap

@@ -64,10 +64,10 @@ def test_interrupted_calibration_resumes_to_identical_tensors(tmp_path, llava_di
     cal.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False)
     real = omniquant.calibrate_block
 
-    def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True):
+    def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True, **kw):
         if index == 1:
             raise KeyboardInterrupt
-        return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar)
+        return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar, **kw)
 
     monkeypatch.setattr(omniquant, "calibrate_block", dies_on_block_1)
     with pytest.raises(KeyboardInterrupt):

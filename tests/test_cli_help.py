@@ -37,7 +37,9 @@ def _as_field_value(shown: str, default):
     return type(default)(shown)
 
 
-@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"run"}))  # run: test_run_help_shows_the_packaged_recipe
+@pytest.mark.parametrize(
+    "name", sorted(set(COMMANDS) - {"run"})
+)  # run: test_run_help_shows_the_packaged_recipe
 def test_help_defaults_come_from_the_config_dataclass(name):
     cmd = COMMANDS[name]
     options = [p for p in cmd.params if isinstance(p, ConfigOption)]

@@ -10,10 +10,14 @@ Rounding is straight-through, so inside the clamp range dW_q/ds = -delta * (W / 
 outside it the gradient is 0. Shapes: W [out, in], s / delta / zp [out, n_groups].
 
 `qslaw_reference` is the obvious autograd version. `QslawLinearFunction` is the fast path used in
-training: it keeps only `W / delta` (grouped, fp32) between steps, recomputes W_q in backward instead
-of saving weight-sized intermediates, and returns the gradient of `s` from the same recomputation.
-With `compiled=True` the two elementwise kernels run through torch.compile (fused loops; on the
-default model about 5-10x faster than eager, which otherwise dominates the step).
+training: between steps it keeps only the frozen weight, grouped, in its stored dtype (fp32 on the CPU,
+the compute dtype, e.g. bf16, on a GPU: 2 bytes per weight), plus delta and zp. Every kernel below
+computes `W / delta` in fp32 itself, so a fp32 weight gives bit for bit what fold computes. W_q is
+rebuilt in forward and again in backward (no weight-sized tensors saved between them), emitted directly
+in the activations' dtype; the weight gradient for the scales is one matmul in that dtype (tensor cores
+on a GPU) whose per-group reduction is fused with the recomputation. With `compiled=True` the
+elementwise kernels run through torch.compile (fused loops; on the default model about 5-10x faster
+than eager, which otherwise dominates the step).
 """
 
 import functools
@@ -33,34 +37,37 @@ def qslaw_reference(
     return from_groups(d * (codes - z), w.shape[1])
 
 
-def weight_over_delta(w: torch.Tensor, delta: torch.Tensor, group_size: int) -> torch.Tensor:
-    """The cache every QSLAW path starts from: W / delta fp32 [out, n_groups, group_size]."""
-    return to_groups(w.detach().float(), group_size) / delta.float().unsqueeze(-1)
+def weight_over_delta(w_groups: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """W / delta fp32 [out, n_groups, group_size] from the grouped weight (any float dtype)."""
+    return w_groups.float() / delta.float().unsqueeze(-1)
 
 
 def scaled_codes(
-    w_over_delta: torch.Tensor, s: torch.Tensor, zp: torch.Tensor, bits: int
+    w_groups: torch.Tensor, s: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes - zp, in-range mask) from the cached W / delta [out, n_groups, group_size]."""
+    """(codes - zp, in-range mask) from the grouped weight [out, n_groups, group_size]."""
     z = zp.unsqueeze(-1)
-    pre = torch.round(w_over_delta / s.unsqueeze(-1)) + z
+    pre = torch.round(weight_over_delta(w_groups, delta) / s.unsqueeze(-1)) + z
     inside = (pre >= 0) & (pre <= 2**bits - 1)
     return pre.clamp(0, 2**bits - 1) - z, inside
 
 
-def dequant_scaled(w_over_delta, s, delta, zp, bits: int, in_features: int) -> torch.Tensor:
-    """W_q [out, in] fp32 from the cache (no autograd)."""
-    q, _ = scaled_codes(w_over_delta, s, zp, bits)
-    return from_groups(delta.unsqueeze(-1) * q, in_features).contiguous()
+def dequant_scaled(
+    w_groups, s, delta, zp, bits: int, in_features: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """W_q [out, in] in `dtype` (computed in fp32; no autograd)."""
+    q, _ = scaled_codes(w_groups, s, delta, zp, bits)
+    return from_groups(delta.unsqueeze(-1) * q, in_features).to(dtype).contiguous()
 
 
-def scale_grad(grad_w, w_over_delta, s, delta, zp, bits: int) -> torch.Tensor:
-    """dL/ds [out, n_groups] from dL/dW_q [out, in]: sum over unclamped j of dL/dW_q * -delta * (W/delta) / s^2."""
-    group_size = w_over_delta.shape[-1]
+def scale_grad(grad_w, w_groups, s, delta, zp, bits: int) -> torch.Tensor:
+    """dL/ds [out, n_groups] fp32 from dL/dW_q [out, in] (any float dtype): sum over unclamped j of
+    dL/dW_q * -delta * (W/delta) / s^2."""
+    group_size = w_groups.shape[-1]
     pad = -grad_w.shape[1] % group_size
-    g = torch.nn.functional.pad(grad_w, (0, pad)).reshape(w_over_delta.shape)  # zero pad adds nothing
-    _, inside = scaled_codes(w_over_delta, s, zp, bits)
-    return torch.where(inside, g * w_over_delta, 0).sum(-1) * (-delta / s**2)
+    g = torch.nn.functional.pad(grad_w.float(), (0, pad)).reshape(w_groups.shape)  # zero pad adds nothing
+    _, inside = scaled_codes(w_groups, s, delta, zp, bits)
+    return torch.where(inside, g * weight_over_delta(w_groups, delta), 0).sum(-1) * (-delta / s**2)
 
 
 @functools.cache
@@ -74,23 +81,24 @@ def kernel(fn, compiled: bool):
 
 
 class QslawLinearFunction(torch.autograd.Function):
-    """y = x @ W_q(s)^T + b with W_q rebuilt from the cache; gradients for x and s only."""
+    """y = x @ W_q(s)^T + b with W_q rebuilt from the grouped weight; gradients for x and s only.
+    Matmuls run in x's dtype (bf16 under autocast on a GPU); s, delta, zp and the s gradient stay fp32."""
 
     @staticmethod
-    def forward(ctx, x, s, w_over_delta, delta, zp, bias, bits, in_features, compiled=False):
-        w_q = kernel(dequant_scaled, compiled)(w_over_delta, s, delta, zp, bits, in_features)
-        ctx.save_for_backward(x, s, w_over_delta, delta, zp)
+    def forward(ctx, x, s, w_groups, delta, zp, bias, bits, in_features, compiled=False):
+        w_q = kernel(dequant_scaled, compiled)(w_groups, s, delta, zp, bits, in_features, x.dtype)
+        ctx.save_for_backward(x, s, w_groups, delta, zp)
         ctx.bits, ctx.in_features, ctx.compiled = bits, in_features, compiled
-        return torch.nn.functional.linear(x, w_q.to(x.dtype), bias)
+        return torch.nn.functional.linear(x, w_q, None if bias is None else bias.to(x.dtype))
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, s, w_over_delta, delta, zp = ctx.saved_tensors
+        x, s, w_groups, delta, zp = ctx.saved_tensors
         grad_x = grad_s = None
         if ctx.needs_input_grad[0]:
-            w_q = kernel(dequant_scaled, ctx.compiled)(w_over_delta, s, delta, zp, ctx.bits, ctx.in_features)
-            grad_x = grad_y @ w_q.to(grad_y.dtype)
+            dq = kernel(dequant_scaled, ctx.compiled)
+            grad_x = grad_y @ dq(w_groups, s, delta, zp, ctx.bits, ctx.in_features, grad_y.dtype)
         if ctx.needs_input_grad[1]:
-            grad_w = grad_y.reshape(-1, grad_y.shape[-1]).t().float() @ x.reshape(-1, x.shape[-1]).float()
-            grad_s = kernel(scale_grad, ctx.compiled)(grad_w, w_over_delta, s, delta, zp, ctx.bits)
+            grad_w = grad_y.reshape(-1, grad_y.shape[-1]).t() @ x.reshape(-1, x.shape[-1]).to(grad_y.dtype)
+            grad_s = kernel(scale_grad, ctx.compiled)(grad_w, w_groups, s, delta, zp, ctx.bits)
         return grad_x, grad_s, None, None, None, None, None, None, None

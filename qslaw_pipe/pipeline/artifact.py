@@ -106,6 +106,15 @@ def artifact_at(
     return Artifact(path, manifest)
 
 
+# where a stage computed is recorded, but it does not make an artifact another one: a run calibrated on
+# a GPU is reused (and resumed) on a CPU
+PLACEMENT_KEYS = ("device",)
+
+
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [k for k in keys if old.get(k) != new.get(k)]
@@ -113,7 +122,7 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 def _check_reusable(existing: Artifact, config: dict, hashes: dict, run_dir: Path, stage: str) -> bool:
     """True when the finished artifact matches; raises when it differs (the caller handles --force)."""
-    changed = _differences(existing.config, config)
+    changed = _differences(_identity(existing.config), _identity(config))
     if changed:
         raise QslawError(
             f"{existing.path} exists with a different config ({', '.join(changed)})",
@@ -178,7 +187,7 @@ def run_stage(
         if _check_reusable(existing, config, hashes, run_dir, stage):
             return StageResult(existing, reused=True)
     partial = partial_dir(run_dir, stage)
-    key = {"stage": stage, "config": config, "inputs": {k: v["sha256"] for k, v in hashes.items()}}
+    key = {"stage": stage, "config": _identity(config), "inputs": {k: v["sha256"] for k, v in hashes.items()}}
     resuming = _prepare_partial(partial, key)
     start = time.perf_counter()
     metrics = work(partial, resuming)

@@ -39,8 +39,10 @@ def _read_config(path: Path) -> dict:
     return json.loads(cfg.read_text())
 
 
-def load_model(path: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load the directory at `path` in eval mode on CPU."""
+def load_model(
+    path: Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> LoadedModel:
+    """Load the directory at `path` in eval mode, its weights in `dtype` on `device`."""
     path = Path(path)
     config = _read_config(path)
     if "vision_config" in config:
@@ -49,7 +51,7 @@ def load_model(path: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         processor = AutoTokenizer.from_pretrained(path)
-    return LoadedModel(model.eval(), processor, path)
+    return LoadedModel(model.to(device).eval(), processor, path)
 
 
 def resolve_model(model: Path | None) -> Path:

@@ -7,7 +7,7 @@ from torch import nn
 from qslaw_pipe.errors import QslawError
 
 
-def to_nf4(model: nn.Module, names: list[str]) -> None:
+def to_nf4(model: nn.Module, names: list[str], compute_dtype: torch.dtype = torch.float32) -> None:
     """Swap the named Linears for bitsandbytes NF4 Linear4bit (double-quantized statistics), in place."""
     try:
         import bitsandbytes as bnb
@@ -19,7 +19,7 @@ def to_nf4(model: nn.Module, names: list[str]) -> None:
             lin.in_features,
             lin.out_features,
             bias=lin.bias is not None,
-            compute_dtype=torch.float32,
+            compute_dtype=compute_dtype,
             compress_statistics=True,
             quant_type="nf4",
         )
@@ -39,7 +39,9 @@ def add_lora(model: nn.Module, names: list[str], rank: int, alpha: int, dropout:
     )
 
 
-def to_qlora(model: nn.Module, names: list[str], rank: int, alpha: int) -> None:
-    """NF4 Linears with LoRA adapters (rank, alpha) on the named Linears, in place."""
-    to_nf4(model, names)
+def to_qlora(
+    model: nn.Module, names: list[str], rank: int, alpha: int, compute_dtype: torch.dtype = torch.float32
+) -> None:
+    """NF4 Linears (matmuls in `compute_dtype`) with LoRA adapters (rank, alpha) on the named Linears, in place."""
+    to_nf4(model, names, compute_dtype)
     add_lora(model, names, rank, alpha)

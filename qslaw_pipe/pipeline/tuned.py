@@ -22,8 +22,12 @@ QUANTIZED = ("qslaw", "frozen")  # methods that train on the calibrated int-k LM
 
 @dataclass(frozen=True)
 class TunedTensors:
+    """method; trained tensors by name; weight_dtype: the dtype the frozen LM weights had while tuning
+    (fold and eval rebuild W_q from the weights in that dtype, so they reproduce what was trained)."""
+
     method: str
     tensors: dict[str, torch.Tensor]
+    weight_dtype: torch.dtype = torch.float32
 
     def scale(self, layer: str) -> torch.Tensor | None:
         """The learned scales of quantized Linear `layer`, or None (frozen: s = 1)."""
@@ -41,7 +45,8 @@ def write_tuned(out: Path, method: str, tensors: dict[str, torch.Tensor]) -> Non
 
 def read_tuned(artifact: Artifact) -> TunedTensors:
     tensors, _ = load_tensors(Path(artifact.path) / TRAINABLE_FILE)
-    return TunedTensors(artifact.config["method"], tensors)
+    dtype = getattr(torch, artifact.metrics.get("weight_dtype", "float32"))
+    return TunedTensors(artifact.config["method"], tensors, dtype)
 
 
 def load_parameters(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

@@ -14,10 +14,11 @@ import torch
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.kernels.qslaw import dequant_scaled, scaled_codes, weight_over_delta
-from qslaw_pipe.kernels.quant import from_groups
+from qslaw_pipe.kernels.qslaw import dequant_scaled, scaled_codes
+from qslaw_pipe.kernels.quant import from_groups, to_groups
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import merge_recipe
+from qslaw_pipe.pipeline.device import check_device, resolve
 from qslaw_pipe.pipeline.folded import LAYOUT_VERSION, FoldedLayer, FoldedModel, write_folded
 from qslaw_pipe.pipeline.model import copy_model_files, load_model
 from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
@@ -31,26 +32,33 @@ class FoldConfig:
     """source: 'auto' folds R/tune when present, else R/calibrate; 'calibrate' ignores R/tune."""
 
     source: str = "auto"
+    device: str = "auto"
 
     def __post_init__(self):
+        check_device(self.device)
         if self.source not in SOURCES:
             raise QslawError(f"invalid --source {self.source}", "use auto or calibrate")
 
 
 def fold_layer(
-    name: str, linear: torch.nn.Linear, q: LayerQParams, scale: torch.Tensor | None
+    name: str,
+    linear: torch.nn.Linear,
+    q: LayerQParams,
+    scale: torch.Tensor | None,
+    dtype=torch.float32,
+    device: torch.device | str = "cpu",
 ) -> FoldedLayer:
-    """The int-k codes of `linear` under scales `scale` (None: s = 1), checked to dequantize to the
-    tuned fake-quant weight bit for bit."""
-    w_over_delta = weight_over_delta(linear.weight, q.delta, q.group_size)
-    delta, zp = q.delta.float(), q.zero_point.float()
-    s = torch.ones_like(delta) if scale is None else scale.float()
+    """The int-k codes of `linear` (its weight in `dtype`, as tuned) under scales `scale` (None: s = 1),
+    computed on `device`, checked to dequantize to the tuned fake-quant weight bit for bit."""
+    w_groups = to_groups(linear.weight.detach().to(device, dtype), q.group_size)
+    delta, zp = q.delta.float().to(device), q.zero_point.float().to(device)
+    s = torch.ones_like(delta) if scale is None else scale.float().to(device)
     with torch.no_grad():
-        centred, _ = scaled_codes(w_over_delta, s, zp, q.bits)
+        centred, _ = scaled_codes(w_groups, s, delta, zp, q.bits)
         codes = from_groups(centred + zp.unsqueeze(-1), linear.in_features).to(torch.uint8)
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        layer = FoldedLayer(codes, delta.clone(), zp.to(torch.uint8), q.group_size, q.bits, bias)
-        tuned = dequant_scaled(w_over_delta, s, delta, zp, q.bits, linear.in_features)
+        tuned = dequant_scaled(w_groups, s, delta, zp, q.bits, linear.in_features).cpu()
+        layer = FoldedLayer(codes.cpu(), delta.cpu(), zp.to(torch.uint8).cpu(), q.group_size, q.bits, bias)
     if not torch.equal(layer.dequantized(), tuned):
         raise QslawError(f"folding {name} is not exact", "report this as a bug")
     return layer
@@ -92,8 +100,12 @@ def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
     tuned = read_tuned(tune) if tune is not None else None
     if tuned is not None:  # the tuned projector (and anything else trained besides the scales)
         load_parameters(lm.model, tuned.without_scales(qparams))
+    dtype = tuned.weight_dtype if tuned else torch.float32
+    device = resolve(cfg.device, "fp32").device
     layers = {
-        name: fold_layer(name, lm.model.get_submodule(name), q, tuned.scale(name) if tuned else None)
+        name: fold_layer(
+            name, lm.model.get_submodule(name), q, tuned.scale(name) if tuned else None, dtype, device
+        )
         for name, q in qparams.items()
     }
     tensors, tied = other_tensors(lm.model, set(layers))
@@ -113,7 +125,7 @@ def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
     return run_stage(
         run_dir,
         "fold",
-        {"source": cfg.source, "layout_version": LAYOUT_VERSION},
+        {"source": cfg.source, "device": cfg.device, "layout_version": LAYOUT_VERSION},
         inputs,
         lambda out, _r: fold(run_dir, cfg, out),
         force=force,
@@ -127,6 +139,9 @@ def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
     "source",
     "auto: the tuned scales when RUN_DIR/tune exists, else the calibration alone (s = 1).",
     type=click.Choice(SOURCES),
+)
+@cli.field_option(
+    FoldConfig, "device", "Where to compute the codes: auto (CUDA when there is one), cpu, cuda, cuda:N."
 )
 @cli.stage_options
 def command(run_dir, recipe, force, as_json, **flags) -> None:

@@ -38,6 +38,7 @@ FLAGS = {
     "steps": [("tune", "steps")],
     "limit": [("mcq", "limit")],
     "data": [("tune", "data"), ("mcq", "data")],
+    "device": [("calibrate", "device"), ("tune", "device"), ("fold", "device"), ("mcq", "device")],
 }
 
 
@@ -97,6 +98,7 @@ def _flag(name: str, help: str, **kwargs):
 )
 @_flag("limit", "Test questions scored, 0 = all (mcq.limit).", type=int)
 @_flag("data", "easyvqa, or a ScienceQA directory (tune.data and mcq.data).")
+@_flag("device", "auto (CUDA when there is one), cpu, cuda or cuda:N, for every stage that computes.")
 @click.option(
     "--model",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -51,6 +51,7 @@ def _group(value: str) -> int:
     flag="rule",
     multiple=True,
 )
+@cli.compute_options(C)
 @cli.text_option
 @cli.stage_options
 def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rules, **flags) -> None:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.device import check_device, check_dtype
 from qslaw_pipe.pipeline.targeting import parse_rule
 
 BITS = (2, 3, 4, 8)
@@ -26,8 +27,12 @@ class CalibrateConfig:
     batch_size: int = 4
     seed: int = 0
     rules: tuple[str, ...] = field(default_factory=tuple)
+    device: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self):
+        check_device(self.device)
+        check_dtype(self.dtype)
         checks = [
             (self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
             (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline.device import Compute, resolve
 from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
 from qslaw_pipe.stages.calibrate.capture import capture_block_inputs, run_block
@@ -28,51 +29,85 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(a, b)
 
 
-def _batched_loss(fn, q_in, fp_out, bs) -> float:
-    with torch.no_grad():
-        total = sum(
-            _mse(fn(q_in[i : i + bs]), fp_out[i : i + bs]).item() * len(q_in[i : i + bs])
-            for i in range(0, len(q_in), bs)
-        )
-    return total / len(q_in)
+def _move(obj, device: torch.device):
+    """Tensors (also inside tuples, lists and dicts: the block's keyword arguments) on `device`."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple | list):
+        return type(obj)(_move(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _host(t: torch.Tensor, compute: Compute) -> torch.Tensor:
+    """A block's activations back in host memory (pinned when they feed a GPU)."""
+    t = t.detach().float().cpu()
+    return t.pin_memory() if compute.cuda else t
+
+
+def _batches(n: int, bs: int) -> list[slice]:
+    return [slice(i, i + bs) for i in range(0, n, bs)]
 
 
 def calibrate_block(
-    block, local_names: list[str], fp_in, q_in, kwargs, cfg: CalibrateConfig, index: int, bar: bool = True
+    block,
+    local_names: list[str],
+    fp_in,
+    q_in,
+    kwargs,
+    cfg: CalibrateConfig,
+    index: int,
+    bar: bool = True,
+    compute: Compute | None = None,
 ):
-    """Train clipping for the block's quantized Linears. Returns (qparams, fp_out, q_out, losses)."""
+    """Train clipping for the block's quantized Linears. Returns (qparams, fp_out, q_out, losses).
+    The block computes on `compute`'s device (in its autocast); activations stay in host memory and
+    move there one batch at a time, so only one block and one batch occupy the GPU."""
+    compute = compute or resolve("cpu", "fp32")
+    dev, bs = compute.device, cfg.batch_size
+    block.to(dev)
+    kwargs = _move(kwargs, dev)
     linears = {n: block.get_submodule(n) for n in local_names}
     quantizers = {
         n: ClippedQuantizer(m.weight, cfg.bits, layer_group_size(cfg, m.in_features))
         for n, m in linears.items()
     }
-    with torch.no_grad():
-        fp_out = torch.cat(
-            [
-                run_block(block, fp_in[i : i + cfg.batch_size], kwargs)
-                for i in range(0, len(fp_in), cfg.batch_size)
-            ]
-        )
 
     def q_forward(x, final=None):
         weights = {
             f"{n}.weight": (final[n] if final else quantizers[n](m.weight)) for n, m in linears.items()
         }
-        return functional_call(block, weights, (x,), kwargs)
+        with compute.autocast():
+            return functional_call(block, weights, (x.to(dev, non_blocking=True),), kwargs)
 
-    before = _batched_loss(q_forward, q_in, fp_out, cfg.batch_size)
+    def loss_of(fn, inputs, targets, rows) -> torch.Tensor:
+        return _mse(fn(inputs[rows]).float(), targets[rows].to(dev, non_blocking=True))
+
+    def mean_loss(fn, inputs, targets) -> float:
+        with torch.no_grad():
+            total = sum(
+                loss_of(fn, inputs, targets, b).item() * len(inputs[b]) for b in _batches(len(inputs), bs)
+            )
+        return total / len(inputs)
+
+    with torch.no_grad(), compute.autocast():
+        fp_out = _host(
+            torch.cat([run_block(block, fp_in[b].to(dev), kwargs) for b in _batches(len(fp_in), bs)]), compute
+        )
+    before = mean_loss(q_forward, q_in, fp_out)
     params = [p for q in quantizers.values() for p in q.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + index)
-    steps = range(cfg.epochs * ((len(q_in) + cfg.batch_size - 1) // cfg.batch_size))
+    steps = range(cfg.epochs * ((len(q_in) + bs - 1) // bs))
     progress = tqdm(steps, desc=f"block {index:2d}", leave=False, disable=not bar)
     order = iter(())
     for _ in progress:
         idx = next(order, None)
         if idx is None:
-            order = iter(torch.randperm(len(q_in), generator=gen).split(cfg.batch_size))
+            order = iter(torch.randperm(len(q_in), generator=gen).split(bs))
             idx = next(order)
-        loss = _mse(q_forward(q_in[idx]), fp_out[idx])
+        loss = loss_of(q_forward, q_in, fp_out, idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,27 +116,31 @@ def calibrate_block(
     with torch.no_grad():
         for n, q in quantizers.items():
             delta, zp = q.qparams(ste=False)
-            qparams[n] = (
-                delta.detach().clone(),
-                zp.to(torch.uint8),
-                q.upper.detach().clone(),
-                q.lower.detach().clone(),
+            qparams[n] = tuple(
+                t.detach().cpu().clone() for t in (delta, zp.to(torch.uint8), q.upper, q.lower)
             )
         final = {
-            n: fake_quant(linears[n].weight, d, z, cfg.bits, quantizers[n].group_size)
+            n: fake_quant(linears[n].weight, d.to(dev), z.to(dev), cfg.bits, quantizers[n].group_size)
             for n, (d, z, _, _) in qparams.items()
         }
-        after = _batched_loss(lambda x: q_forward(x, final), q_in, fp_out, cfg.batch_size)
-        q_out = torch.cat(
-            [q_forward(q_in[i : i + cfg.batch_size], final) for i in range(0, len(q_in), cfg.batch_size)]
-        )
+        after = mean_loss(lambda x: q_forward(x, final), q_in, fp_out)
+        q_out = _host(torch.cat([q_forward(q_in[b], final) for b in _batches(len(q_in), bs)]), compute)
+    block.to("cpu")
     return qparams, fp_out, q_out, {"block": index, "loss_before": before, "loss_after": after}
 
 
 def omniquant(
-    lm, targets: list[str], cfg: CalibrateConfig, text_path: Path, resume_dir: Path, bar: bool = True
+    lm,
+    targets: list[str],
+    cfg: CalibrateConfig,
+    text_path: Path,
+    resume_dir: Path,
+    bar: bool = True,
+    compute: Compute | None = None,
 ):
-    """Block-wise OmniQuant; returns ({layer: (delta, zp, upper, lower)}, per-block losses)."""
+    """Block-wise OmniQuant; returns ({layer: (delta, zp, upper, lower)}, per-block losses). The model
+    stays in host memory; each block visits `compute`'s device in turn."""
+    compute = compute or resolve("cpu", "fp32")
     layers = modules.decoder_layers(lm.model)
     prefix = modules.module_name(lm.model, layers)
     resume_dir.mkdir(exist_ok=True)
@@ -115,6 +154,8 @@ def omniquant(
     else:
         fp_in, kwargs = capture_block_inputs(lm.model, batches)
         q_in, start = fp_in.clone(), 0
+    if compute.cuda:
+        fp_in, q_in = fp_in.pin_memory(), q_in.pin_memory()
     results, losses = {}, []
     for i in range(len(layers)):
         block_file = resume_dir / f"block_{i:03d}.safetensors"
@@ -124,7 +165,9 @@ def omniquant(
             losses.append(header["losses"])
         else:
             layers[i].requires_grad_(False)
-            qp, fp_in, q_in, loss = calibrate_block(layers[i], local, fp_in, q_in, kwargs, cfg, i, bar)
+            qp, fp_in, q_in, loss = calibrate_block(
+                layers[i], local, fp_in, q_in, kwargs, cfg, i, bar, compute=compute
+            )
             saved = {
                 f"{n}.{k}": t
                 for n, ts in qp.items()

@@ -13,6 +13,7 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.quant import rtn_qparams
 from qslaw_pipe.pipeline.artifact import StageResult, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.qparams import write_qparams
 from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
@@ -23,6 +24,7 @@ from qslaw_pipe.stages.calibrate.omniquant import omniquant
 def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path, bar: bool = True) -> dict:
     """Compute qparams for every targeted Linear and write `out/qparams.safetensors`; returns metrics."""
     start = time.perf_counter()
+    compute = resolve(cfg.device, cfg.dtype)
     lm = load_model(model_dir)
     decisions = resolve_targets(lm.model, [parse_rule(r) for r in cfg.rules])
     targets = quantized_names(decisions)
@@ -37,7 +39,7 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
                 named[t].weight.detach(), cfg.bits, group_sizes[t]
             )
     else:
-        results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar)
+        results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar, compute)
         for t, (d, z, up, lo) in results.items():
             tensors.update(
                 {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
@@ -46,7 +48,13 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
     (out / "targets.json").write_text(json.dumps(decisions, indent=1))
     if (out / "resume").exists():
         shutil.rmtree(out / "resume")
-    return {"layers": len(targets), "blocks": losses, "calibration_s": round(time.perf_counter() - start, 2)}
+    return {
+        "layers": len(targets),
+        "blocks": losses,
+        "calibration_s": round(time.perf_counter() - start, 2),
+        **compute.record(),
+        "peak_gpu_mb": compute.peak_memory_mb(),
+    }
 
 
 def run(

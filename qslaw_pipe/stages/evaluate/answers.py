@@ -4,14 +4,22 @@ import torch
 
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sample import Sample
+from qslaw_pipe.pipeline.device import Compute, to_device
 from qslaw_pipe.pipeline.model import LoadedModel
 from qslaw_pipe.pipeline.prompt import chat_prompt
 
 
 @torch.no_grad()
 def greedy_answers(
-    lm: LoadedModel, samples: list[Sample], max_new_tokens: int = 4, batch_size: int = 16, bar=None
+    lm: LoadedModel,
+    samples: list[Sample],
+    max_new_tokens: int = 4,
+    batch_size: int = 16,
+    bar=None,
+    compute: Compute | None = None,
 ) -> list[str]:
+    """Greedy answers, batch by batch (left padding), on `compute`'s device and autocast."""
+    compute = compute or Compute(torch.device("cpu"), torch.float32)
     tok = lm.tokenizer
     tok.padding_side = "left"
     outputs = []
@@ -22,10 +30,13 @@ def greedy_answers(
         if images and len(images) != len(chunk):
             raise ValueError("a batch must be all multimodal or all text")
         kw = {"images": images} if images else {}
-        enc = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
-        out = lm.model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        enc = to_device(
+            dict(lm.processor(text=texts, return_tensors="pt", padding=True, **kw)), compute.device
         )
+        with compute.autocast():
+            out = lm.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
         outputs += [
             t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         ]

@@ -12,6 +12,7 @@ from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
+from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve, to_device
 from qslaw_pipe.pipeline.model import LoadedModel, load_model, resolve_model
 from qslaw_pipe.pipeline.prompt import chat_prompt
 
@@ -23,8 +24,12 @@ class GenerateConfig:
     max_new_tokens: int = 32
     temperature: float = 0.0
     seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self):
+        check_device(self.device)
+        check_dtype(self.dtype)
         if self.max_new_tokens < 1 or self.temperature < 0:
             raise QslawError(
                 "invalid --max-new-tokens/--temperature", "use max-new-tokens >= 1, temperature >= 0"
@@ -47,6 +52,7 @@ def generate(
         inputs = lm.processor(images=image, text=text, return_tensors="pt")
     else:
         inputs = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    inputs = to_device(dict(inputs), next(lm.model.parameters()).device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
     return lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
@@ -65,6 +71,7 @@ C = GenerateConfig
 @cli.field_option(C, "max_new_tokens", "Tokens generated at most (an end token stops earlier).")
 @cli.field_option(C, "temperature", "Sampling temperature; 0 decodes greedily.")
 @cli.field_option(C, "seed", "Seed of the sampling.")
+@cli.compute_options(C)
 @cli.stage_options(force=False)
 def command(model, onnx_dir, image, prompt, recipe, as_json, **flags) -> None:
     """Answer PROMPT about IMAGE with a PyTorch model directory, or an ONNX export (--onnx)."""
@@ -74,9 +81,11 @@ def command(model, onnx_dir, image, prompt, recipe, as_json, **flags) -> None:
     if onnx_dir is not None:
         from qslaw_pipe.exports.onnx.runtime import OrtVlm
 
-        answer = OrtVlm(onnx_dir).generate(prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)
+        vlm = OrtVlm(onnx_dir, device=cfg.device.partition(":")[0])
+        answer = vlm.generate(prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)
         cli.emit({"answer": answer, "model": str(onnx_dir), "runtime": "onnxruntime"}, as_json, answer)
         return
-    lm = load_model(resolve_model(model))
+    compute = resolve(cfg.device, cfg.dtype)
+    lm = load_model(resolve_model(model), compute.dtype, compute.device)
     answer = generate(lm, prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)
     cli.emit({"answer": answer, "model": str(lm.path)}, as_json, answer)

@@ -19,6 +19,7 @@ from qslaw_pipe.pipeline.artifact import StageResult, artifact_at, read_artifact
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sets import load_samples
+from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve
 from qslaw_pipe.stages.evaluate.answers import greedy_answers
 from qslaw_pipe.stages.evaluate.scoring import score
 from qslaw_pipe.stages.evaluate.tuned_model import load_tuned
@@ -36,8 +37,12 @@ class McqConfig:
     max_new_tokens: int = 4
     seed: int = 0
     onnx: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self):
+        check_device(self.device)
+        check_dtype(self.dtype)
         if self.limit < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise QslawError(
                 "invalid --limit/--batch-size/--max-new-tokens", "use limit >= 0 and positive sizes"
@@ -56,10 +61,12 @@ def mcq_samples(cfg: McqConfig) -> list:
     return sorted(samples, key=lambda s: s.image is None)
 
 
-def onnx_answers(export_dir: Path, samples: list, max_new_tokens: int, progress) -> list[str]:
+def onnx_answers(
+    export_dir: Path, samples: list, max_new_tokens: int, progress, device: str = "auto"
+) -> list[str]:
     from qslaw_pipe.exports.onnx.runtime import OrtVlm
 
-    vlm, outputs = OrtVlm(export_dir), []
+    vlm, outputs = OrtVlm(export_dir, device=device.partition(":")[0]), []
     for s in samples:
         image = open_image(s.image) if s.image is not None else None
         outputs.append(vlm.generate(s.prompt, image, max_new_tokens))
@@ -73,13 +80,14 @@ def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> 
     runtime = f"onnxruntime ({Path(cfg.onnx).name})" if cfg.onnx else "pytorch"
     progress = tqdm(total=len(samples), desc=f"eval mcq {tune.config['method']} {runtime}", disable=not bar)
     if cfg.onnx:
-        outputs = onnx_answers(Path(cfg.onnx), samples, cfg.max_new_tokens, progress)
+        outputs = onnx_answers(Path(cfg.onnx), samples, cfg.max_new_tokens, progress, cfg.device)
     else:
-        lm, _ = load_tuned(run_dir)
+        compute = resolve(cfg.device, cfg.dtype)
+        lm, _ = load_tuned(run_dir, compute)
         outputs = []
         for group in (True, False):
             part = [s for s in samples if (s.image is not None) == group]
-            outputs += greedy_answers(lm, part, cfg.max_new_tokens, cfg.batch_size, progress)
+            outputs += greedy_answers(lm, part, cfg.max_new_tokens, cfg.batch_size, progress, compute)
     progress.close()
     with (out / "predictions.jsonl").open("w") as f:
         for s, o in zip(samples, outputs, strict=True):
@@ -162,6 +170,7 @@ C = McqConfig
     "Score this export directory (written by `export --format onnx`) in onnxruntime instead.",
     type=click.Path(exists=True, file_okay=False),
 )
+@cli.compute_options(C)
 @cli.stage_options
 def command(run_dir, baselines, recipe, force, as_json, **flags) -> None:
     """Multiple-choice accuracy of RUN_DIR's tuned model (and of each --baseline run), side by side."""

@@ -11,6 +11,7 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve
 from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.model import load_model, resolve_model
 from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
@@ -22,20 +23,27 @@ class PplConfig:
     seqlen: int = 512
     windows: int = 32
     batch_size: int = 4
+    device: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self):
+        check_device(self.device)
+        check_dtype(self.dtype)
         if self.seqlen < 2 or self.windows < 1 or self.batch_size < 1:
             raise QslawError("invalid --seqlen/--windows/--batch-size", "use positive values (seqlen >= 2)")
 
 
 def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig) -> dict:
-    """FP and fake-quant perplexity on the held-out half, first `windows` non-overlapping windows."""
+    """FP and fake-quant perplexity on the held-out half, first `windows` non-overlapping windows.
+    Fake quantization is computed in fp32 on the CPU; each model then computes on --device / --dtype."""
     calib = read_artifact(run_dir, "calibrate", model_sha=sha256_path(model_dir))
+    compute = resolve(cfg.device, cfg.dtype)
     lm = load_model(model_dir)
     windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), cfg.seqlen, cfg.windows)
-    fp = perplexity(lm.model, windows, cfg.batch_size, "fp")
     quant = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(calib))
-    q = perplexity(quant, windows, cfg.batch_size, "quantized")
+    fp = perplexity(lm.model.to(compute.device, compute.dtype), windows, cfg.batch_size, "fp", compute)
+    del lm
+    q = perplexity(quant.to(compute.device, compute.dtype), windows, cfg.batch_size, "quantized", compute)
     c = calib.config
     return {
         "fp": fp,
@@ -44,6 +52,7 @@ def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig
         "seqlen": cfg.seqlen,
         "split": "eval (second half)",
         "quantizer": f"{c['method']} W{c['bits']} g{c['group_size']}",
+        **compute.record(),
     }
 
 
@@ -69,6 +78,7 @@ def run_ppl(
 @cli.field_option(PplConfig, "seqlen", "Tokens per window.")
 @cli.field_option(PplConfig, "windows", "Held-out windows scored (from the start of the second half).")
 @cli.field_option(PplConfig, "batch_size", "Windows per forward pass.")
+@cli.compute_options(PplConfig)
 @cli.text_option
 @cli.stage_options
 def command(run_dir, model, text, recipe, force, as_json, **flags) -> None:

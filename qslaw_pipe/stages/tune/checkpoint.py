@@ -1,7 +1,7 @@
 """Training checkpoints for resume, kept apart from the artifact's weights.
 
 One safetensors file: trainable tensors under `model/<name>`, AdamW state under `optim/<i>/<key>`,
-the torch RNG under `rng/torch`; the JSON header holds the step reached, the optimizer's param groups,
+the torch RNG under `rng/torch` (and the current CUDA device's under `rng/cuda`); the JSON header holds the step reached, the optimizer's param groups,
 the scheduler's state and the metric rows so far. Written atomically (pipeline/tensors.py).
 """
 
@@ -20,6 +20,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows: li
         for key, value in state.items():
             tensors[f"optim/{i}/{key}"] = value.detach().reshape(value.shape).contiguous()
     tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
     header = {
         "step": step,
         "param_groups": opt["param_groups"],
@@ -45,4 +47,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
     scheduler.load_state_dict(header["scheduler"])
     torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
     return header["step"], header["rows"]

@@ -42,6 +42,10 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 @cli.field_option(C, "checkpoint_every", "Steps between resume checkpoints.")
 @cli.field_option(C, "seed", "Seed of the batch order and initialisation.")
 @cli.field_option(C, "compile", "Fuse QSLAW's fake quantization with torch.compile (needs a C++ compiler).")
+@cli.field_option(
+    C, "grad_checkpoint", "Recompute each decoder layer's activations in backward (less memory)."
+)
+@cli.compute_options(C)
 @cli.text_option
 @cli.stage_options
 def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, **flags) -> None:

@@ -1,6 +1,7 @@
 """The training loop every tuning method shares: AdamW over the trainable tensors (projector and LM
 groups), LLaVA's warmup-cosine schedule, per-step batches from the sampler, resume checkpoints."""
 
+import contextlib
 import csv
 import math
 import time
@@ -10,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline.device import Compute, to_device
 from qslaw_pipe.stages.tune.batches import StepSampler, collate
 from qslaw_pipe.stages.tune.checkpoint import load_checkpoint, save_checkpoint
 from qslaw_pipe.stages.tune.config import TuneConfig
@@ -38,9 +40,15 @@ def optimizer(model, cfg: TuneConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
 
 
-def train_step(model, opt, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """One optimizer step on `batch` (batches.collate); returns (loss, per-modality mean losses)."""
-    loss, parts = batch_loss(model, batch)
+def train_step(
+    model, opt, batch: dict, compute: Compute | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimizer step on `batch` (batches.collate); returns (loss, per-modality mean losses).
+    With `compute`, the batch moves to its device and the forward runs under its autocast."""
+    if compute is not None:
+        batch = to_device(batch, compute.device)
+    with compute.autocast() if compute is not None else contextlib.nullcontext():
+        loss, parts = batch_loss(model, batch)
     opt.zero_grad(set_to_none=True)
     if loss.requires_grad:
         loss.backward()
@@ -55,6 +63,7 @@ def train(
     out: Path,
     resuming: bool,
     bar: bool = True,
+    compute: Compute | None = None,
 ) -> list[dict]:
     """The training loop; returns the metric rows (step, loss, modality, lr, seconds, per-modality losses)."""
     model = lm.model
@@ -69,7 +78,7 @@ def train(
     )
     for step in progress:
         t0 = time.perf_counter()
-        loss, parts = train_step(model, opt, collate(sampler.examples(step), pad))
+        loss, parts = train_step(model, opt, collate(sampler.examples(step), pad), compute)
         lr = opt.param_groups[-1]["lr"]
         sched.step()
         modality = "mixed" if len(parts) > 1 else next(iter(parts))

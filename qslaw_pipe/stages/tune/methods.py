@@ -16,6 +16,7 @@ from torch import nn
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import modules
 from qslaw_pipe.pipeline.artifact import Artifact
+from qslaw_pipe.pipeline.device import Compute, resolve
 from qslaw_pipe.pipeline.model import LoadedModel, load_model
 from qslaw_pipe.pipeline.qlora import to_qlora
 from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
@@ -32,8 +33,10 @@ def prepare_method(
     lora_rank: int = 16,
     lora_alpha: int = 32,
     compiled: bool = False,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> None:
-    """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes."""
+    """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes.
+    Trainable tensors are fp32 (master weights); frozen ones keep the dtype they were loaded in."""
     if method not in METHODS:
         raise QslawError(f"unknown --method {method}", f"use one of {', '.join(METHODS)}")
     model.requires_grad_(False)
@@ -47,8 +50,11 @@ def prepare_method(
         modules.decoder(model).requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)
     else:
-        to_qlora(model, names, lora_rank, lora_alpha)
+        to_qlora(model, names, lora_rank, lora_alpha, compute_dtype)
     modules.projector(model).requires_grad_(True)
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def build_method_model(
@@ -58,14 +64,17 @@ def build_method_model(
     lora_rank: int = 16,
     lora_alpha: int = 32,
     compiled: bool = False,
+    compute: Compute | None = None,
 ) -> LoadedModel:
-    """The base model at `model_dir` turned into `method`'s trainable form."""
-    lm = load_model(model_dir)
+    """The base model at `model_dir` on `compute`'s device turned into `method`'s trainable form: frozen
+    weights in the compute dtype (fp trains fp32 master weights under autocast instead)."""
+    compute = compute or resolve("cpu", "fp32")
+    lm = load_model(model_dir, torch.float32 if method == "fp" else compute.dtype, compute.device)
     if not lm.multimodal:
         raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     qparams = load_qparams(calib) if calib is not None else None
     names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
-    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled=compiled)
+    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled, compute.dtype)
     return lm
 
 

@@ -1,13 +1,15 @@
 """QslawLinear: a frozen int-k Linear whose only parameter is the per-group scale `s` (kernels/qslaw.py).
 
-Swapping it in drops the full-precision weight: the module keeps `W / delta` grouped in fp32 (what
-does not change between steps), `delta`, `zp`, the bias and `scale` [out, n_groups] (init 1).
+Swapping it in keeps the frozen weight once, grouped [out, n_groups, group_size], in the dtype it was
+loaded in (fp32 on the CPU; the compute dtype, e.g. bf16, on a GPU: 2 bytes per weight), with `delta`,
+`zp`, the bias and `scale` [out, n_groups] fp32 (init 1).
 """
 
 import torch
 from torch import nn
 
-from qslaw_pipe.kernels.qslaw import QslawLinearFunction, dequant_scaled, weight_over_delta
+from qslaw_pipe.kernels.qslaw import QslawLinearFunction, dequant_scaled
+from qslaw_pipe.kernels.quant import to_groups
 from qslaw_pipe.pipeline.qparams import LayerQParams
 
 
@@ -17,10 +19,11 @@ class QslawLinear(nn.Module):
         self.compiled = compiled
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits, self.group_size = q.bits, q.group_size
-        delta = q.delta.float()
-        self.register_buffer("w_over_delta", weight_over_delta(linear.weight, delta, q.group_size))
+        device = linear.weight.device
+        delta = q.delta.float().to(device)
+        self.register_buffer("w_groups", to_groups(linear.weight.detach(), q.group_size).contiguous())
         self.register_buffer("delta", delta)
-        self.register_buffer("zp", q.zero_point.float())
+        self.register_buffer("zp", q.zero_point.float().to(device))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.scale = nn.Parameter(torch.ones_like(delta), requires_grad=trainable)
 
@@ -28,7 +31,7 @@ class QslawLinear(nn.Module):
         return QslawLinearFunction.apply(
             x,
             self.scale,
-            self.w_over_delta,
+            self.w_groups,
             self.delta,
             self.zp,
             self.bias,
@@ -40,7 +43,7 @@ class QslawLinear(nn.Module):
     @torch.no_grad()
     def quantized_weight(self) -> torch.Tensor:
         """W_q [out, in] fp32 under the current scales."""
-        return dequant_scaled(self.w_over_delta, self.scale, self.delta, self.zp, self.bits, self.in_features)
+        return dequant_scaled(self.w_groups, self.scale, self.delta, self.zp, self.bits, self.in_features)
 
 
 def attach_qslaw(

@@ -18,6 +18,7 @@ from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, 
 from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.data.sets import load_train_samples
 from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
 from qslaw_pipe.pipeline.tuned import QUANTIZED, write_tuned
@@ -45,8 +46,11 @@ def tune(
         if cfg.method in QUANTIZED
         else None
     )
+    compute = resolve(cfg.device, cfg.dtype)
     torch.manual_seed(cfg.seed)
-    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile)
+    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile, compute)
+    if cfg.grad_checkpoint:
+        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mix = parse_mix(cfg.mix_ratio)
     chunks = (
         token_chunks(lm.tokenizer, split_text(read_text(text_path), "calib"), cfg.text_seqlen, 4096)
@@ -62,7 +66,7 @@ def tune(
         mix,
         cfg.seed,
     )
-    rows = train(lm, sampler, cfg, out, resuming, bar)
+    rows = train(lm, sampler, cfg, out, resuming, bar, compute)
     state = trainable_state(lm.model)
     write_tuned(out, cfg.method, state)
     write_metrics(out / METRICS_FILE, rows)
@@ -76,6 +80,9 @@ def tune(
         "trainable_params": sum(t.numel() for t in state.values()),
         "peak_rss_mb_train": round(peak_rss_mb(), 1),
         "lm_lr": cfg.resolved_lm_lr,
+        **compute.record(),
+        "weight_dtype": "float32" if cfg.method == "fp" else str(compute.dtype).removeprefix("torch."),
+        "peak_gpu_mb": compute.peak_memory_mb(),
     }
 
 
