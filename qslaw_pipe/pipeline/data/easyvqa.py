@@ -47,8 +47,8 @@ def easyvqa_samples(questions, answers_, image_ids, image_paths, all_answers, se
     return samples
 
 
-def load_easyvqa(split: str, seed: int = 0) -> list[Sample]:
-    """The installed easy-VQA `split` ('train' or 'test') as multiple-choice samples."""
+def easyvqa_module(split: str):
+    """The installed `easy_vqa` package, after checking `split`; one-line errors otherwise."""
     try:
         import easy_vqa
     except ImportError as e:
@@ -57,6 +57,12 @@ def load_easyvqa(split: str, seed: int = 0) -> list[Sample]:
         ) from e
     if split not in ("train", "test"):
         raise QslawError(f"easy-VQA has no split '{split}'", "use train or test")
+    return easy_vqa
+
+
+def load_easyvqa(split: str, seed: int = 0) -> list[Sample]:
+    """The installed easy-VQA `split` ('train' or 'test') as multiple-choice samples."""
+    easy_vqa = easyvqa_module(split)
     get_q = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
     get_p = easy_vqa.get_train_image_paths if split == "train" else easy_vqa.get_test_image_paths
     questions, answers_, image_ids = get_q()

@@ -1,4 +1,5 @@
-"""Resolve a `--data` value to samples: `easyvqa`, a ScienceQA directory, or a LLaVA JSON file."""
+"""Resolve a `--data` value to samples: `easyvqa` (multiple choice), `easyvqa-captions` (image-caption
+pairs for stage-1 alignment), a ScienceQA directory, or a LLaVA JSON file."""
 
 from pathlib import Path
 
@@ -12,6 +13,10 @@ def load_samples(data: str, split: str, seed: int = 0) -> list[Sample]:
         from qslaw_pipe.pipeline.data.easyvqa import load_easyvqa
 
         return load_easyvqa(split, seed)
+    if data == "easyvqa-captions":
+        from qslaw_pipe.pipeline.data.captions import load_captions
+
+        return load_captions(split)
     path = Path(data)
     if path.is_dir():
         from qslaw_pipe.pipeline.data.scienceqa import load_scienceqa
@@ -22,7 +27,8 @@ def load_samples(data: str, split: str, seed: int = 0) -> list[Sample]:
 
         return load_llava_json(path)
     raise QslawError(
-        f"--data {data} is neither 'easyvqa', a ScienceQA directory nor a .json file", "pass one of those"
+        f"--data {data} is neither 'easyvqa', 'easyvqa-captions', a ScienceQA directory nor a .json file",
+        "pass one of those",
     )
 
 
