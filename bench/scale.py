@@ -220,7 +220,9 @@ def device_name(args) -> str:
     if compute.cuda:
         return torch.cuda.get_device_name(compute.device)
     info = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor())
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor()
+    )
     flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
     return f"CPU: {model}, {torch.get_num_threads()} threads, {' '.join(isa) or 'no AVX2'}"

@@ -17,7 +17,8 @@ HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise sca
 \b
 Stages, each writing RUN_DIR/<stage>/ (safetensors + manifest.json):
   run        the main job: every stage below on the default model, resumable
-  prepare    build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache
+  prepare    build the default VLM (SmolLM2-135M + DINOv2-S, aligned projector) offline into the cache
+  align      stage-1 alignment: train the projector alone on image-caption pairs
   calibrate  OmniQuant (or RTN) int-k qparams of the LM: delta, zero point per group
   tune       QSLAW: learn group scales + projector on image QA (or a baseline)
   fold       pack the int-k codes (tuned scales folded in, exact) with delta, zero point
@@ -40,6 +41,7 @@ def main() -> None:
 main.add_command(prepare.command)
 main.add_command(evaluate.generate.command)
 main.add_command(calibrate.command)
+main.add_command(tune.align.command)
 main.add_command(tune.command)
 main.add_command(fold.command)
 main.add_command(export.command)

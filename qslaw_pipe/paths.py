@@ -15,9 +15,10 @@ def models_root() -> Path:
     return cache_root() / "models"
 
 
-def default_model_name(image_size: int) -> str:
-    return f"default-vlm-i{image_size}"
+def default_model_name(image_size: int, aligned: bool = True) -> str:
+    """default-vlm-i84-aligned (the shipped projector loaded), or default-vlm-i84 (a fresh projector)."""
+    return f"default-vlm-i{image_size}" + ("-aligned" if aligned else "")
 
 
-def default_model_dir(image_size: int = 84) -> Path:
-    return models_root() / default_model_name(image_size)
+def default_model_dir(image_size: int = 84, aligned: bool = True) -> Path:
+    return models_root() / default_model_name(image_size, aligned)

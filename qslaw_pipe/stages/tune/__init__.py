@@ -12,8 +12,9 @@ stage.py         run(cfg, run_dir, model_dir, text) -> R/tune/
 command.py       `qslaw-pipe tune`
 """
 
+from qslaw_pipe.stages.tune import align
 from qslaw_pipe.stages.tune.command import command
 from qslaw_pipe.stages.tune.config import DEFAULT_LR, TuneConfig
 from qslaw_pipe.stages.tune.stage import run
 
-__all__ = ["DEFAULT_LR", "TuneConfig", "command", "run"]
+__all__ = ["DEFAULT_LR", "TuneConfig", "align", "command", "run"]

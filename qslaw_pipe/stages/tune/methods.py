@@ -4,6 +4,7 @@
   frozen  the same quantized LM with scales fixed at 1 + projector (projector-only baseline)
   fp      full-precision LM (all its weights) + projector, as LLaVA fine-tunes
   qlora   LM Linears in NF4 with double quantization (bitsandbytes) + LoRA on them + projector
+  projector  the full-precision LM frozen, projector only (LLaVA's stage-1 alignment: `qslaw-pipe align`)
 
 The vision tower is frozen in every method; frozen weights get no gradient buffers.
 """
@@ -21,7 +22,7 @@ from qslaw_pipe.pipeline.model import LoadedModel, load_model
 from qslaw_pipe.pipeline.qlora import to_qlora
 from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
 from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
-from qslaw_pipe.pipeline.tuned import METHODS, QUANTIZED
+from qslaw_pipe.pipeline.tuned import FULL_PRECISION, METHODS, QUANTIZED
 from qslaw_pipe.stages.tune.qslaw_linear import attach_qslaw
 
 
@@ -49,7 +50,7 @@ def prepare_method(
     elif method == "fp":
         modules.decoder(model).requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)
-    else:
+    elif method == "qlora":
         to_qlora(model, names, lora_rank, lora_alpha, compute_dtype)
     modules.projector(model).requires_grad_(True)
     for p in model.parameters():
@@ -69,7 +70,7 @@ def build_method_model(
     """The base model at `model_dir` on `compute`'s device turned into `method`'s trainable form: frozen
     weights in the compute dtype (fp trains fp32 master weights under autocast instead)."""
     compute = compute or resolve("cpu", "fp32")
-    lm = load_model(model_dir, torch.float32 if method == "fp" else compute.dtype, compute.device)
+    lm = load_model(model_dir, torch.float32 if method in FULL_PRECISION else compute.dtype, compute.device)
     if not lm.multimodal:
         raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     qparams = load_qparams(calib) if calib is not None else None

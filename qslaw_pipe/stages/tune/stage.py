@@ -21,7 +21,7 @@ from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
-from qslaw_pipe.pipeline.tuned import QUANTIZED, write_tuned
+from qslaw_pipe.pipeline.tuned import FULL_PRECISION, QUANTIZED, write_tuned
 from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
 from qslaw_pipe.stages.tune.config import TuneConfig
 from qslaw_pipe.stages.tune.loop import CHECKPOINT, train, write_metrics
@@ -81,23 +81,31 @@ def tune(
         "peak_rss_mb_train": round(peak_rss_mb(), 1),
         "lm_lr": cfg.resolved_lm_lr,
         **compute.record(),
-        "weight_dtype": "float32" if cfg.method == "fp" else str(compute.dtype).removeprefix("torch."),
+        "weight_dtype": "float32"
+        if cfg.method in FULL_PRECISION
+        else str(compute.dtype).removeprefix("torch."),
         "peak_gpu_mb": compute.peak_memory_mb(),
     }
 
 
 def run(
-    cfg: TuneConfig, run_dir: Path, model_dir: Path, text_path: Path, force=False, bar=True
+    cfg: TuneConfig,
+    run_dir: Path,
+    model_dir: Path,
+    text_path: Path,
+    force=False,
+    bar=True,
+    stage: str = "tune",
 ) -> StageResult:
-    """R/tune/ from the model at `model_dir` and the text corpus (reused, refused or resumed
-    under the run-directory contract); `bar` shows progress bars."""
+    """R/<stage>/ (tune, or align for the projector method) from the model at `model_dir` and the text
+    corpus (reused, refused or resumed under the run-directory contract); `bar` shows progress bars."""
     inputs = {"model": model_dir, "text": text_path}
     if cfg.method in QUANTIZED:
         read_artifact(run_dir, "calibrate")  # one-line error when it is missing
         inputs["calibrate"] = stage_dir(run_dir, "calibrate")
     return run_stage(
         run_dir,
-        "tune",
+        stage,
         config_to_dict(cfg),
         inputs,
         lambda out, resuming: tune(model_dir, run_dir, text_path, cfg, out, resuming, bar),
