@@ -9,7 +9,7 @@ import click
 for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-from qslaw_pipe import __version__  # noqa: E402
+from qslaw_pipe import __version__, cli_common  # noqa: E402
 from qslaw_pipe.stages import calibrate, evaluate, export, fold, prepare, run, tune  # noqa: E402
 
 HELP = """QSLAW for LLaVA-style models: 4-bit LM weights, learned group-wise scales.
@@ -34,8 +34,9 @@ without --force, takes --config recipe.yaml (keys as its flags), and prints JSON
 
 @click.group(help=HELP)
 @click.version_option(__version__, prog_name="qslaw-pipe")
-def main() -> None:
-    pass
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(debug: bool) -> None:
+    cli_common.DEBUG["on"] = debug
 
 
 main.add_command(prepare.command)

@@ -23,15 +23,53 @@ def quiet_libraries() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
+DEBUG = {"on": False}  # `qslaw-pipe --debug ...`: show tracebacks instead of one-line errors
+
+
+def describe(e: BaseException) -> tuple[str, str] | None:
+    """(problem, fix) for the failures a user can cause that surface as library exceptions."""
+    from safetensors import SafetensorError
+
+    name = getattr(e, "filename", None)
+    if isinstance(e, QslawError):
+        return e.problem, e.fix
+    if isinstance(e, SafetensorError):
+        return f"a safetensors file is damaged ({e})", "re-run the stage that wrote it with --force"
+    if isinstance(e, UnicodeError):
+        return f"a file or path is not valid UTF-8 ({e.reason})", "use UTF-8 text files and path names"
+    if isinstance(e, PermissionError):
+        return f"no permission to read or write {name}", "check the path's permissions"
+    if isinstance(e, IsADirectoryError | NotADirectoryError | FileNotFoundError | FileExistsError):
+        return f"{e.strerror}: {name}", "check the path"
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{e.strerror}: {name}", "check the path and free space"
+    return None
+
+
 def user_errors(fn):
-    """Turn QslawError into `error: <one line>` and exit status 2; everything else is a bug and propagates."""
+    """One error boundary for every command: known failures (QslawError and the library errors bad input
+    causes) become `error: <problem>; <fix>` with exit status 2, anything else one line that asks for
+    `--debug` and a report (exit 1). With `qslaw-pipe --debug` the traceback is shown instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except QslawError as e:
-            click.echo(f"error: {e}", err=True)
+        except (KeyboardInterrupt, SystemExit, click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as e:
+            if DEBUG["on"]:
+                raise
+            known = describe(e)
+            if known is None:
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                click.echo(
+                    f"error: unexpected {type(e).__name__}: {first}; rerun with `qslaw-pipe --debug` and report the traceback",
+                    err=True,
+                )
+                sys.exit(1)
+            problem, fix = known
+            click.echo(f"error: {problem}" + (f"; {fix}" if fix else ""), err=True)
             sys.exit(2)
 
     return wrapper

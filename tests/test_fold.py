@@ -82,9 +82,14 @@ def test_fold_refuses_fp_tune_with_one_line(tmp_path, tuned, llava_dir, corpus):
     run = tmp_path / "fp"
     run.mkdir()
     shutil.copytree(tuned / "calibrate", run / "calibrate")
-    shutil.copytree(tuned / "tune", run / "tune")
-    manifest = (run / "tune" / "manifest.json").read_text().replace('"method": "qslaw"', '"method": "fp"')
-    (run / "tune" / "manifest.json").write_text(manifest)
+    sqa = tiny_scienceqa(tmp_path / "sqa")
+    tn.run(
+        tn.TuneConfig(method="fp", data=str(sqa), steps=1, batch_size=2, text_seqlen=16),
+        run,
+        llava_dir,
+        corpus,
+        bar=False,
+    )
     res = CliRunner().invoke(main, ["fold", "--run-dir", str(run)])
     assert res.exit_code == 2 and "--method fp" in res.output and "--source calibrate" in res.output
     assert not (run / "fold").exists()

@@ -3,7 +3,7 @@
 Portable checkpoint (what `export --format torchao` writes): a Hugging Face directory whose quantized LM
 Linears hold `IntxUnpackedToInt8Tensor` (qdata int8 = code - 8, zero_point int8 = zp - 8, scale = delta,
 block (1, b)), with `quantization_config` (torchao, IntxWeightOnlyConfig) in config.json, so
-`AutoModelForImageTextToText.from_pretrained(dir)` loads it. `b` is the gcd of every layer's group size
+`AutoModelForImageTextToText.from_pretrained(dir, trust_remote_code=False)` loads it. `b` is the gcd of every layer's group size
 and width: a short last group (576 = 4 x 128 + 64) is stored as blocks of 64 with each 128-group's
 qparams repeated (exact; the bytes of the repeated scales are the price).
 
@@ -72,7 +72,9 @@ def export_torchao(fold_dir: Path, out: Path) -> dict:
     # transformers writes the torchao metadata; our codes replace its weights
     with tempfile.TemporaryDirectory() as tmp:
         lm.model.save_pretrained(tmp)
-        model = AutoModelForImageTextToText.from_pretrained(tmp, quantization_config=cfg, dtype=torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(
+            tmp, quantization_config=cfg, dtype=torch.float32, trust_remote_code=False
+        )
     converted = {
         n
         for n, m in model.named_modules()
@@ -161,14 +163,20 @@ def load_torchao(path: Path, device: str = "cpu", packed: bool = True):
             "unpacked IntxUnpacked weights load on the CPU only", "load on cuda with packed=True"
         )
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=torch.float32, trust_remote_code=False
+    ).eval()
     if packed:
         for _, m in model.named_modules():
             w = getattr(m, "weight", None)
             if isinstance(w, IntxUnpackedToInt8Tensor):
                 t = to_opaque(w) if dev.type == "cpu" else to_tile_packed(w, dev)
                 m.weight = torch.nn.Parameter(t, requires_grad=False)
-    return LoadedModel(_move_plain(model, dev, dtype), AutoProcessor.from_pretrained(path), Path(path))
+    return LoadedModel(
+        _move_plain(model, dev, dtype),
+        AutoProcessor.from_pretrained(path, trust_remote_code=False),
+        Path(path),
+    )
 
 
 def _move_plain(model, device: torch.device, dtype: torch.dtype):

@@ -1,14 +1,22 @@
-"""Run-directory artifacts.
+"""Run-directory artifacts: one chain of custody from the model to the last export.
 
 `qslaw-pipe <stage> --run-dir R` writes `R/<stage>/`: safetensors tensor files plus `manifest.json`
-(format version, resolved config, sha256 of every input, measured metrics, wall time, peak RSS,
-library versions). The stage works in `R/.<stage>.partial/`, which a resumable stage may reuse after
-a crash; only a complete directory with its manifest written last is renamed into place, so a
-finished-looking `R/<stage>/` is always a finished one.
+(format version, resolved config, the identity of every input, the sha256 of every output file, measured
+metrics, wall time, peak RSS, library versions). The stage holds `R/.<stage>.lock` while it works in
+`R/.<stage>.partial/`, which a resumable stage may reuse after a crash; only a complete directory with
+its manifest written last is renamed into place, so a finished-looking `R/<stage>/` is a finished one.
+
+An artifact's identity is the hash of its outputs record (content, never timestamps), so `--force` with an
+unchanged config leaves later stages valid. Reading an artifact verifies its files against the record and
+each recorded input against its current identity, up the chain: a changed, missing, stale or foreign
+file is one line naming it and the fix. A finished artifact whose own files do not match is rebuilt
+(with a one-line notice) instead of being reused.
 """
 
+import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.hashing import sha256_path
+from qslaw_pipe.pipeline.hashing import files_of, sha256_file, sha256_path
+from qslaw_pipe.pipeline.lock import stage_lock
 from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 PARTIAL_STATE = "partial.json"
+# where a stage computed is recorded, but it does not make an artifact another one: a run calibrated on
+# a GPU is reused (and resumed) on a CPU
+PLACEMENT_KEYS = ("device",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class StageResult:
     resumed: bool = False
 
 
+class DamagedArtifact(QslawError):
+    """An artifact's own files do not match its manifest (or the manifest is unreadable)."""
+
+
 def stage_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / stage
 
@@ -59,8 +75,75 @@ def partial_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / f".{stage}.partial"
 
 
+def stage_command(stage: str, run_dir: Path | None = None) -> str:
+    """The command that writes `stage` (export-onnx-... -> `qslaw-pipe export`), for error messages."""
+    name = next(
+        (
+            c
+            for p, c in (
+                ("eval-mcq", "eval mcq"),
+                ("eval-ppl", "eval ppl"),
+                ("export", "export"),
+                ("default-vlm", "prepare"),
+            )
+            if stage.startswith(p)
+        ),
+        stage,
+    )
+    return f"qslaw-pipe {name}" + (
+        f" --run-dir {run_dir}" if run_dir is not None and name != "prepare" else ""
+    )
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    tmp.replace(path)
+
+
+def output_hashes(directory: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file an artifact holds (its manifest and resume state aside)."""
+    return {
+        str(f.relative_to(directory)): sha256_file(f) for f in files_of(directory, (MANIFEST, PARTIAL_STATE))
+    }
+
+
+def _outputs_identity(outputs: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()
+
+
+def identity(path: Path) -> str:
+    """What an input is: a finished artifact by its outputs record, anything else by its content."""
+    path = Path(path)
+    manifest = path / MANIFEST if path.is_dir() else None
+    if manifest is not None and manifest.is_file():
+        outputs = _load_manifest(manifest).get("outputs")
+        if outputs is not None:
+            return _outputs_identity(outputs)
+    return sha256_path(path)
+
+
+def _seal(manifest: dict) -> dict:
+    """The manifest with `manifest_sha256`: the hash of everything else in it, so an edit is detected."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return {**body, "manifest_sha256": digest}
+
+
+def _load_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedArtifact(
+            f"{path} is unreadable ({type(e).__name__})", "re-run the stage that wrote it with --force"
+        ) from e
+    if not isinstance(manifest, dict):
+        raise DamagedArtifact(f"{path} is not a manifest", "re-run the stage that wrote it with --force")
+    return manifest
+
+
 def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
-    """sha256 of each input path; a missing input is a user error naming it."""
+    """Identity of each input (artifacts verified first); a missing input is a user error naming it."""
     out = {}
     for name, path in inputs.items():
         path = Path(path)
@@ -68,13 +151,15 @@ def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
             raise QslawError(
                 f"input '{name}' not found at {path}", "check the path or run the stage that makes it"
             )
-        out[name] = {"path": str(path.resolve()), "sha256": sha256_path(path)}
+        if (path / MANIFEST).is_file():
+            artifact_at(path)
+        out[name] = {"path": str(path.resolve()), "sha256": identity(path)}
     return out
 
 
 def read_artifact(run_dir: Path, stage: str, *, model_sha: str | None = None) -> Artifact:
-    """Load `R/<stage>/manifest.json`, refusing a missing, foreign-format or other-model artifact."""
-    command = f"qslaw-pipe {stage} --run-dir {run_dir}"
+    """Load and verify `R/<stage>/`, refusing a missing, foreign-format, other-model, damaged or stale one."""
+    command = stage_command(stage, run_dir)
     return artifact_at(
         stage_dir(run_dir, stage), model_sha, f"run `{command}` first", f"re-run `{command} --force`"
     )
@@ -84,35 +169,54 @@ def artifact_at(
     path: Path,
     model_sha: str | None = None,
     fix: str = "pass a finished stage directory",
-    redo: str = "re-run the stage that wrote it with --force",
+    redo: str | None = None,
+    check_inputs: bool = True,
 ) -> Artifact:
-    """The finished artifact directory `path` (any stage's), with the same refusals as read_artifact."""
+    """The finished artifact directory `path` (any stage's), verified: its files against its manifest,
+    each recorded input against that input's identity now (so stale inputs up the chain are refused)."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise QslawError(f"{manifest_path} not found", fix)
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _load_manifest(manifest_path)
+    redo = redo or f"re-run `{stage_command(str(manifest.get('stage', path.name)))} --force`"
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise QslawError(
+        raise DamagedArtifact(
             f"{manifest_path} has artifact format version {version}, this qslaw-pipe reads {FORMAT_VERSION}",
             redo,
         )
+    if _seal(manifest)["manifest_sha256"] != manifest.get("manifest_sha256"):
+        raise DamagedArtifact(f"{manifest_path} was edited after the stage wrote it", redo)
     if model_sha is not None and manifest.get("model_sha256") not in (None, model_sha):
         raise QslawError(
             f"{manifest_path} was made from another model (sha256 {manifest['model_sha256'][:12]}...)",
             f"use the same --model, or {redo}",
         )
+    _verify_outputs(path, manifest.get("outputs") or {}, redo)
+    for name, recorded in (manifest.get("inputs") or {}).items() if check_inputs else ():
+        source = Path(recorded["path"])
+        if not source.exists() or identity(source) != recorded["sha256"]:
+            raise QslawError(
+                f"{path} was made from another {name} ({source} changed or went away since)", redo
+            )
     return Artifact(path, manifest)
 
 
-# where a stage computed is recorded, but it does not make an artifact another one: a run calibrated on
-# a GPU is reused (and resumed) on a CPU
-PLACEMENT_KEYS = ("device",)
-
-
-def _identity(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
+def _verify_outputs(path: Path, outputs: dict[str, str], redo: str) -> None:
+    found = {str(f.relative_to(path)) for f in files_of(path, (MANIFEST, PARTIAL_STATE))}
+    for name in sorted(set(outputs) | found):
+        problem = (
+            "is missing"
+            if name not in found
+            else "is not in its manifest"
+            if name not in outputs
+            else "changed since the stage wrote it"
+            if sha256_file(path / name) != outputs[name]
+            else None
+        )
+        if problem:
+            raise DamagedArtifact(f"{path / name} {problem}", redo)
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -120,33 +224,42 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [k for k in keys if old.get(k) != new.get(k)]
 
 
+def _identity_config(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
+
+
 def _check_reusable(existing: Artifact, config: dict, hashes: dict, run_dir: Path, stage: str) -> bool:
     """True when the finished artifact matches; raises when it differs (the caller handles --force)."""
-    changed = _differences(_identity(existing.config), _identity(config))
+    command = stage_command(stage, run_dir)
+    changed = _differences(_identity_config(existing.config), _identity_config(config))
     if changed:
         raise QslawError(
             f"{existing.path} exists with a different config ({', '.join(changed)})",
-            f"pass --force to replace it, or use another --run-dir than {run_dir}",
+            f"run `{command} --force` to replace it, or use another --run-dir than {run_dir}",
         )
     old_inputs = {k: v["sha256"] for k, v in existing.manifest["inputs"].items()}
     changed = _differences(old_inputs, {k: v["sha256"] for k, v in hashes.items()})
     if changed:
         raise QslawError(
             f"{existing.path} was made from other inputs ({', '.join(changed)} changed)",
-            f"pass --force to recompute `{stage}`",
+            f"run `{command} --force` to recompute it",
         )
     return True
 
 
 def _prepare_partial(partial: Path, key: dict) -> bool:
-    """Keep a matching partial directory for resume; wipe a stale one. Returns True when resuming."""
+    """Keep a matching partial directory for resume; wipe a stale or unreadable one. True when resuming."""
     state = partial / PARTIAL_STATE
-    if state.is_file() and json.loads(state.read_text()) == key:
-        return True
+    if state.is_file():
+        try:
+            if json.loads(state.read_text()) == key:
+                return True
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            print(f"note: {state} is unreadable; starting {partial.name} afresh", file=sys.stderr)
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    state.write_text(json.dumps(key, indent=1, sort_keys=True))
+    write_json_atomic(state, key)
     return False
 
 
@@ -163,6 +276,24 @@ def _publish(partial: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def _make_run_dir(run_dir: Path) -> Path:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.touch()
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError) as e:
+        raise QslawError(
+            f"run directory {run_dir} is a file or lies under one ({e.filename})",
+            "pass --run-dir a directory path",
+        ) from e
+    except PermissionError as e:
+        raise QslawError(
+            f"run directory {run_dir} is not writable", "pass --run-dir a directory you can write"
+        ) from e
+    return run_dir
+
+
 def run_stage(
     run_dir: Path,
     stage: str,
@@ -175,38 +306,47 @@ def run_stage(
 ) -> StageResult:
     """Run `work(workdir, resuming) -> metrics` under the run-directory contract.
 
-    Reuses a finished artifact with the same config and inputs, refuses a different one unless
-    `force`, and resumes a crashed attempt with the same config and inputs in its partial directory.
+    Reuses a finished, intact artifact with the same config and inputs, refuses a different one unless
+    `force`, rebuilds a damaged one, and resumes a crashed attempt with the same config and inputs in its
+    partial directory. One process at a time per stage and run directory.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    hashes = hash_inputs(inputs)
-    final = stage_dir(run_dir, stage)
-    if (final / MANIFEST).is_file() and not force:
-        existing = read_artifact(run_dir, stage)
-        if _check_reusable(existing, config, hashes, run_dir, stage):
-            return StageResult(existing, reused=True)
-    partial = partial_dir(run_dir, stage)
-    key = {"stage": stage, "config": _identity(config), "inputs": {k: v["sha256"] for k, v in hashes.items()}}
-    resuming = _prepare_partial(partial, key)
-    start = time.perf_counter()
-    metrics = work(partial, resuming)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "stage": stage,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config,
-        "inputs": hashes,
-        "model_sha256": hashes[model_input]["sha256"] if model_input in hashes else None,
-        "files": sorted(p.name for p in partial.iterdir() if p.name != PARTIAL_STATE),
-        "metrics": metrics,
-        "wall_time_s": round(time.perf_counter() - start, 3),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "versions": library_versions(),
-    }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default))
-    _publish(partial, final)
-    return StageResult(Artifact(final, json.loads((final / MANIFEST).read_text())), False, resuming)
+    run_dir = _make_run_dir(Path(run_dir))
+    with stage_lock(run_dir, stage):
+        hashes = hash_inputs(inputs)
+        final = stage_dir(run_dir, stage)
+        if (final / MANIFEST).is_file() and not force:
+            try:
+                existing = artifact_at(final, check_inputs=False)  # changed inputs: _check_reusable says so
+            except DamagedArtifact as e:
+                print(f"note: {e.problem}; rebuilding {final}", file=sys.stderr)
+            else:
+                if _check_reusable(existing, config, hashes, run_dir, stage):
+                    return StageResult(existing, reused=True)
+        partial = partial_dir(run_dir, stage)
+        key = {
+            "stage": stage,
+            "config": _identity_config(config),
+            "inputs": {k: v["sha256"] for k, v in hashes.items()},
+        }
+        resuming = _prepare_partial(partial, key)
+        start = time.perf_counter()
+        metrics = work(partial, resuming)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "stage": stage,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": config,
+            "inputs": hashes,
+            "model_sha256": hashes[model_input]["sha256"] if model_input in hashes else None,
+            "outputs": output_hashes(partial),
+            "metrics": metrics,
+            "wall_time_s": round(time.perf_counter() - start, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "versions": library_versions(),
+        }
+        write_json_atomic(partial / MANIFEST, _seal(json.loads(json.dumps(manifest, default=_json_default))))
+        _publish(partial, final)
+        return StageResult(Artifact(final, json.loads((final / MANIFEST).read_text())), False, resuming)
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,6 +1,10 @@
-"""Stage configs: frozen dataclasses built from CLI flags or a YAML recipe; unknown keys are errors."""
+"""Stage configs: frozen dataclasses built from CLI flags or a YAML recipe. Unknown keys, values of the
+wrong type (a string "false" for a bool) and non-finite numbers are errors naming the key."""
 
 import dataclasses
+import math
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +24,37 @@ def config_from_mapping(cls: type[T], data: Mapping[str, Any], source: str = "co
         raise QslawError(
             f"unknown key(s) {', '.join(unknown)} in {source}", f"valid keys are: {', '.join(sorted(names))}"
         )
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    values = {k: _typed(k, v, hints[k], source) for k, v in data.items()}
+    return cls(**values)
+
+
+def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
+    """`value` checked against the field's annotation (int, float, str, bool, tuple[str, ...], X | None)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kind = next(o for o in options if o is not type(None))
+    origin = typing.get_origin(kind) or kind
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+        str: lambda v: isinstance(v, str),
+        tuple: lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
+    }[origin](value)
+    if not ok:
+        what = (
+            "a finite number"
+            if origin is float
+            else "a list of strings"
+            if origin is tuple
+            else f"a {origin.__name__}"
+        )
+        raise QslawError(
+            f"{key} in {source} must be {what}, got {value!r}", f"give {key.replace('_', '-')} {what}"
+        )
+    return tuple(value) if origin is tuple else float(value) if origin is float else value
 
 
 def load_recipe(path: Path) -> dict[str, Any]:

@@ -152,7 +152,12 @@ def folded_transformers(fold_dir: Path, folded: FoldedModel):
 
     from qslaw_pipe.pipeline.model import LoadedModel
 
-    config = AutoConfig.from_pretrained(fold_dir)
+    config = AutoConfig.from_pretrained(fold_dir, trust_remote_code=False)
+    if getattr(config, "vision_config", None) is None:
+        raise QslawError(
+            f"{fold_dir} holds a causal LM, and the exporters write LLaVA-style models",
+            "calibrate, tune and fold a model with a vision tower and projector",
+        )
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(folded.state_dict(), strict=False)
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
@@ -161,7 +166,9 @@ def folded_transformers(fold_dir: Path, folded: FoldedModel):
             "re-run `qslaw-pipe fold --force`",
         )
     model.tie_weights()
-    return LoadedModel(model.eval(), AutoProcessor.from_pretrained(fold_dir), Path(fold_dir))
+    return LoadedModel(
+        model.eval(), AutoProcessor.from_pretrained(fold_dir, trust_remote_code=False), Path(fold_dir)
+    )
 
 
 def load_folded_model(fold_dir: Path):

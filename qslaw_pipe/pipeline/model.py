@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from qslaw_pipe.errors import QslawError
@@ -36,7 +37,20 @@ def _read_config(path: Path) -> dict:
             f"{cfg} not found",
             "pass --model a local Hugging Face model directory (or run `qslaw-pipe prepare`)",
         )
-    return json.loads(cfg.read_text())
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QslawError(
+            f"{cfg} is not a JSON config ({type(e).__name__})", "pass a Hugging Face model directory"
+        ) from e
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise QslawError(f"{cfg} has no model_type", "pass a Hugging Face model directory")
+    if "auto_map" in config:
+        raise QslawError(
+            f"{path} asks to run its own Python code (auto_map in config.json)",
+            "qslaw-pipe never runs model code: use a model transformers implements",
+        )
+    return config
 
 
 def load_model(
@@ -45,13 +59,24 @@ def load_model(
     """Load the directory at `path` in eval mode, its weights in `dtype` on `device`."""
     path = Path(path)
     config = _read_config(path)
-    if "vision_config" in config:
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        processor = AutoTokenizer.from_pretrained(path)
+    try:
+        model, processor = _load(path, config, dtype)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise QslawError(
+            f"cannot load the model in {path} ({str(e).splitlines()[0][:160]})",
+            "pass a complete Hugging Face model directory",
+        ) from e
     return LoadedModel(model.to(device).eval(), processor, path)
+
+
+def _load(path: Path, config: dict, dtype: torch.dtype):
+    if "vision_config" in config:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        processor = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return model, processor
 
 
 def resolve_model(model: Path | None) -> Path:
@@ -67,6 +92,6 @@ def resolve_model(model: Path | None) -> Path:
 
 def copy_model_files(src: Path, dst: Path) -> None:
     """The config, tokenizer and processor files of model directory `src` (not its weights or manifest)."""
-    for f in Path(src).iterdir():
-        if f.is_file() and f.suffix != ".safetensors" and f.name != "manifest.json":
+    for f in Path(src).iterdir():  # symlinks are not followed: only the directory's own files travel
+        if f.is_file() and not f.is_symlink() and f.suffix != ".safetensors" and f.name != "manifest.json":
             shutil.copy2(f, Path(dst) / f.name)

@@ -30,6 +30,13 @@ def parse_rule(text: str) -> Rule:
         raise QslawError(
             f"bad targeting rule '{text}'", "write PATTERN=quantize or PATTERN=skip (PATTERN may be re:REGEX)"
         )
+    if pattern.startswith("re:"):
+        try:
+            re.compile(pattern[3:])
+        except re.error as e:
+            raise QslawError(
+                f"bad regular expression in rule '{text}' ({e})", "fix the pattern after re:"
+            ) from e
     return pattern, action
 
 
@@ -52,6 +59,12 @@ def resolve_targets(model: nn.Module, rules: Sequence[Rule] | None = None) -> di
             "rule": f"{rule[0]}={rule[1]}",
             "shape": list(module.weight.shape),
         }
+    unused = [r for r in rules or [] if not any(_matches(r[0], n) for n in decisions)]
+    if unused:
+        raise QslawError(
+            f"targeting rule '{unused[0][0]}={unused[0][1]}' matches no Linear layer",
+            "check the pattern against the layer names in a calibrate run's targets.json",
+        )
     return decisions
 
 

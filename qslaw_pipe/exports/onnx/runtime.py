@@ -68,7 +68,7 @@ class OrtVlm:
             ort.InferenceSession(str(export_dir / f"{n}.onnx"), opts, providers=prov)
             for n in ("vision", "embed", "decoder")
         )
-        self.processor = AutoProcessor.from_pretrained(export_dir)
+        self.processor = AutoProcessor.from_pretrained(export_dir, trust_remote_code=False)
         self.tokenizer = self.processor.tokenizer
         self.stop = {t for t in (self.tokenizer.eos_token_id, self.spec["eos_token_id"]) if t is not None}
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.data.records import bad_record, require
+from qslaw_pipe.pipeline.data.records import bad_record, inside, require
 from qslaw_pipe.pipeline.data.sample import Sample
 
 _ROLES = ("human", "gpt")
@@ -20,7 +20,9 @@ def _record_samples(path: Path, image_root: Path, idx: int, rec: dict) -> list[S
     turns = require(path, record, rec, "conversations", list)
     image = None
     if "image" in rec:
-        image = image_root / require(path, record, rec, "image", str)
+        image = inside(
+            image_root, image_root / require(path, record, rec, "image", str), path, record, "image"
+        )
         if not image.is_file():
             raise bad_record(path, record, "image", f"file {image} not found")
     samples, history = [], []
@@ -40,12 +42,15 @@ def _record_samples(path: Path, image_root: Path, idx: int, rec: dict) -> list[S
 
 
 def load_llava_json(path: Path, image_root: Path | None = None) -> list[Sample]:
-    """Samples from a LLaVA conversation file; images resolve against `image_root` (default: its folder)."""
+    """Samples from a LLaVA conversation file; images resolve inside `image_root` (default: its folder),
+    as LLaVA's trainer's --image-folder; paths that leave it are refused."""
     path = Path(path)
     if not path.is_file():
         raise QslawError(f"{path} not found", "pass a LLaVA conversation JSON file")
     try:
-        records = json.loads(path.read_text())
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise QslawError(f"{path} is not UTF-8 text", "pass a LLaVA conversation JSON file") from e
     except json.JSONDecodeError as e:
         raise QslawError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", "fix the file") from e
     if not isinstance(records, list):

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.data.records import bad_record, require
+from qslaw_pipe.pipeline.data.records import bad_record, inside, require
 from qslaw_pipe.pipeline.data.sample import LETTERS, Sample, mc_prompt
 
 
@@ -25,7 +25,7 @@ def _problem_sample(root: Path, path: Path, split: str, pid: str, p: dict) -> Sa
     hint = p.get("hint") or ""
     image = None
     if p.get("image"):
-        image = root / "images" / split / pid / p["image"]
+        image = inside(root / "images", root / "images" / split / pid / str(p["image"]), path, pid, "image")
         if not image.is_file():
             raise bad_record(path, pid, "image", f"file {image} not found")
     meta = {
@@ -38,6 +38,13 @@ def _problem_sample(root: Path, path: Path, split: str, pid: str, p: dict) -> Sa
     )
 
 
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QslawError(f"{path} is not valid JSON ({type(e).__name__})", "fix the file") from e
+
+
 def load_scienceqa(root: Path, split: str, image_only: bool = False) -> list[Sample]:
     """Samples of `split` ('train', 'val', 'test', ...) under the ScienceQA directory `root`."""
     root = Path(root)
@@ -47,8 +54,7 @@ def load_scienceqa(root: Path, split: str, image_only: bool = False) -> list[Sam
             raise QslawError(
                 f"{f} not found", "pass the ScienceQA directory holding problems.json and pid_splits.json"
             )
-    problems = json.loads(problems_path.read_text())
-    splits = json.loads(splits_path.read_text())
+    problems, splits = (_json(f) for f in (problems_path, splits_path))
     if split not in splits:
         raise QslawError(f"{splits_path} has no split '{split}'", f"use one of {', '.join(splits)}")
     samples = []

@@ -20,7 +20,10 @@ def read_text(path: Path) -> str:
         raise QslawError(
             f"text corpus {path} not found", "pass --text PATH to a raw text file (e.g. wiki.test.raw)"
         )
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise QslawError(f"text corpus {path} is not UTF-8 text", "pass --text a raw text file") from e
 
 
 def split_text(text: str, split: str) -> str:

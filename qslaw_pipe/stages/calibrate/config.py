@@ -1,5 +1,6 @@
 """`calibrate`'s settings: one frozen dataclass, validated on construction (flags and recipes build it)."""
 
+import math
 from dataclasses import dataclass, field
 
 from qslaw_pipe.errors import QslawError
@@ -43,7 +44,11 @@ class CalibrateConfig:
                 "--nsamples/--seqlen/--epochs",
                 "use positive values",
             ),
-            (self.lr > 0 and self.batch_size > 0, "--lr/--batch-size", "use positive values"),
+            (
+                math.isfinite(self.lr) and 0 < self.lr <= 10 and self.batch_size > 0,
+                f"--lr {self.lr} / --batch-size {self.batch_size}",
+                "use a finite learning rate in (0, 10] and a positive batch size",
+            ),
         ]
         for ok, what, fix in checks:
             if not ok:

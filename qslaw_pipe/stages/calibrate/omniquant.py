@@ -15,6 +15,7 @@ import torch
 from torch.func import functional_call
 from tqdm import tqdm
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline import modules
@@ -108,6 +109,11 @@ def calibrate_block(
             order = iter(torch.randperm(len(q_in), generator=gen).split(bs))
             idx = next(order)
         loss = loss_of(q_forward, q_in, fp_out, idx)
+        if not torch.isfinite(loss):
+            raise QslawError(
+                f"calibration diverged: block {index}'s loss is {loss.item()} (earlier blocks are kept for resume)",
+                "lower --lr and run again",
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,11 +8,10 @@ import click
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
+from qslaw_pipe.pipeline.artifact import StageResult, identity, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve
-from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.model import load_model, resolve_model
 from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
 from qslaw_pipe.stages.evaluate.perplexity import perplexity
@@ -36,7 +35,7 @@ class PplConfig:
 def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig) -> dict:
     """FP and fake-quant perplexity on the held-out half, first `windows` non-overlapping windows.
     Fake quantization is computed in fp32 on the CPU; each model then computes on --device / --dtype."""
-    calib = read_artifact(run_dir, "calibrate", model_sha=sha256_path(model_dir))
+    calib = read_artifact(run_dir, "calibrate", model_sha=identity(model_dir))
     compute = resolve(cfg.device, cfg.dtype)
     lm = load_model(model_dir)
     windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), cfg.seqlen, cfg.windows)

@@ -25,6 +25,11 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
     type=click.Choice(METHODS),
 )
 @cli.field_option(C, "data", "Multimodal training set: easyvqa, or a ScienceQA / LLaVA-JSON path.")
+@cli.field_option(
+    C,
+    "image_folder",
+    "Root of a LLaVA-JSON set's images (default: the JSON's folder); paths may not leave it.",
+)
 @cli.field_option(C, "steps", "Optimizer steps.")
 @cli.field_option(C, "batch_size", "Samples per step.")
 @cli.field_option(C, "warmup_steps", "Multimodal-only steps at the start (eta).")

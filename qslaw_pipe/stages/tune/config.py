@@ -1,5 +1,6 @@
 """`tune`'s settings: one frozen dataclass, validated on construction (flags and recipes build it)."""
 
+import math
 from dataclasses import dataclass
 
 from qslaw_pipe.errors import QslawError
@@ -30,6 +31,7 @@ class TuneConfig:
     seed: int = 0
     compile: bool = True
     grad_checkpoint: bool = False
+    image_folder: str | None = None
     device: str = "auto"
     dtype: str = "auto"
 
@@ -43,10 +45,16 @@ class TuneConfig:
                 "invalid --steps/--batch-size/--warmup-steps/--checkpoint-every",
                 "steps >= 1, batch size >= 2, warmup >= 0, checkpoint-every >= 1",
             )
-        if self.projector_lr <= 0 or (self.lm_lr is not None and self.lm_lr < 0) or self.text_seqlen < 8:
+        lrs = [self.projector_lr, self.weight_decay] + ([] if self.lm_lr is None else [self.lm_lr])
+        if not all(math.isfinite(x) for x in lrs) or not 0 < self.projector_lr <= 1 or self.text_seqlen < 8:
             raise QslawError(
-                "invalid --projector-lr/--lm-lr/--text-seqlen",
-                "use positive learning rates and text-seqlen >= 8",
+                f"invalid --projector-lr {self.projector_lr} / --text-seqlen {self.text_seqlen}",
+                "use a finite learning rate in (0, 1] and text-seqlen >= 8",
+            )
+        if (self.lm_lr is not None and not 0 <= self.lm_lr <= 1) or not 0 <= self.weight_decay <= 1:
+            raise QslawError(
+                f"invalid --lm-lr {self.lm_lr} / --weight-decay {self.weight_decay}",
+                "use finite values in [0, 1]",
             )
         parse_mix(self.mix_ratio)
 

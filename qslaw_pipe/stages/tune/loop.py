@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import modules
 from qslaw_pipe.pipeline.device import Compute, to_device
 from qslaw_pipe.stages.tune.batches import StepSampler, collate
@@ -79,6 +80,16 @@ def train(
     for step in progress:
         t0 = time.perf_counter()
         loss, parts = train_step(model, opt, collate(sampler.examples(step), pad), compute)
+        if not torch.isfinite(loss):
+            kept = (
+                f"the checkpoint of step {step - step % cfg.checkpoint_every} is kept"
+                if step >= cfg.checkpoint_every
+                else "nothing was checkpointed yet"
+            )
+            raise QslawError(
+                f"tune diverged: the loss is {loss.item()} at step {step} ({kept})",
+                "lower --lm-lr / --projector-lr and run again (it resumes from the checkpoint)",
+            )
         lr = opt.param_groups[-1]["lr"]
         sched.step()
         modality = "mixed" if len(parts) > 1 else next(iter(parts))

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
+from qslaw_pipe.pipeline.artifact import StageResult, identity, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.data.sets import load_train_samples
 from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import resolve
-from qslaw_pipe.pipeline.hashing import sha256_path
 from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
 from qslaw_pipe.pipeline.tuned import FULL_PRECISION, QUANTIZED, write_tuned
 from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
@@ -42,7 +41,7 @@ def tune(
 ) -> dict:
     """Train `cfg.method`, write trainable.safetensors, metrics.csv and loss.png into `out`; returns metrics."""
     calib = (
-        read_artifact(run_dir, "calibrate", model_sha=sha256_path(model_dir))
+        read_artifact(run_dir, "calibrate", model_sha=identity(model_dir))
         if cfg.method in QUANTIZED
         else None
     )
@@ -59,7 +58,7 @@ def tune(
     )
     sampler = StepSampler(
         lm.processor,
-        load_train_samples(cfg.data, cfg.seed),
+        load_train_samples(cfg.data, cfg.seed, cfg.image_folder),
         chunks,
         cfg.batch_size,
         cfg.warmup_steps,

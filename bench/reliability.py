@@ -1,0 +1,644 @@
+"""Benchmark: the run directory under hostile use, on a tiny model. A table of cases (bad inputs, damaged
+artifacts, stale inputs, kill -9 at seeded points, two writers at once), each ending in one of:
+  one-line   exit 2 with a single `error: ...; fix` line (and nothing lost)
+  works      exit 0 with the right result (a damaged artifact rebuilt, a killed stage resumed bit for bit)
+  SILENT     exit 0 with a wrong result          TRACEBACK  more than one line of error
+  LOST       a finished artifact destroyed
+Writes docs/results/reliability.{json,md}; tests/test_reliability.py runs the fast cases.
+
+    python bench/reliability.py [--fast]
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "docs" / "results"
+EXPORT = "export-onnx-matmulnbits"
+
+
+@dataclass
+class World:
+    """A tiny model M, its text C, a ScienceQA dir S, and a pristine finished run R (calibrate, tune, fold, export)."""
+
+    root: Path
+    model: Path
+    text: Path
+    sqa: Path
+    pristine: Path
+
+    def run_copy(self, name: str) -> Path:
+        dst = self.root / "cases" / name
+        shutil.copytree(self.pristine, dst)
+        return dst
+
+
+# the tests run the fast cases through Click's runner, without a new interpreter each
+IN_PROCESS = {"on": False}
+LAST = {"line": ""}  # the last command's error or note line, shown beside each case
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    res = _cli(*args, timeout=timeout)
+    said = [ln for ln in res.stderr.splitlines() if ln.startswith(("error:", "note:"))]
+    LAST["line"] = said[-1] if said else ""
+    return res
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    if IN_PROCESS["on"]:
+        from click.testing import CliRunner
+
+        from qslaw_pipe.cli import main
+
+        res = CliRunner().invoke(main, list(args))
+        stderr = res.stderr + (
+            "Traceback (in process)\n" if res.exception and not isinstance(res.exception, SystemExit) else ""
+        )
+        return subprocess.CompletedProcess(args, res.exit_code, res.stdout, stderr)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "qslaw_pipe", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def stage_args(w: World, stage: str, run: Path) -> list[str]:
+    common = ["--run-dir", str(run)]
+    return {
+        "calibrate": [
+            "calibrate",
+            *common,
+            "--model",
+            str(w.model),
+            "--text",
+            str(w.text),
+            "--method",
+            "rtn",
+            "--group-size",
+            "32",
+        ],
+        "tune": [
+            "tune",
+            *common,
+            "--model",
+            str(w.model),
+            "--text",
+            str(w.text),
+            "--data",
+            str(w.sqa),
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--text-seqlen",
+            "16",
+            "--checkpoint-every",
+            "1",
+            "--no-compile",
+        ],
+        "fold": ["fold", *common],
+        "export": ["export", *common],
+        "eval": ["eval", "mcq", *common, "--data", str(w.sqa), "--limit", "4"],
+        "eval-onnx": [
+            "eval",
+            "mcq",
+            *common,
+            "--data",
+            str(w.sqa),
+            "--limit",
+            "4",
+            "--onnx",
+            str(run / EXPORT),
+        ],
+    }[stage]
+
+
+def build_world(root: Path) -> World:
+    from tests.tiny import CORPUS, tiny_llava, tiny_scienceqa
+
+    model = tiny_llava(root / "model")
+    text = root / "corpus.txt"
+    text.write_text("\n".join(CORPUS * 4) + "\n")
+    w = World(root, model, text, tiny_scienceqa(root / "sqa"), root / "pristine")
+    for stage in ("calibrate", "tune", "fold", "export"):
+        res = cli(*stage_args(w, stage, w.pristine))
+        assert res.returncode == 0, res.stderr[-2000:]
+    return w
+
+
+def outputs(run: Path, stage: str) -> dict:
+    """The hashes of a stage's result files (tensors, graphs; not metrics.csv or loss.png, which hold timings)."""
+    manifest = run / stage / "manifest.json"
+    files = json.loads(manifest.read_text())["outputs"] if manifest.is_file() else {}
+    return {
+        k: v
+        for k, v in files.items()
+        if k.endswith((".safetensors", ".onnx", ".data", "qslaw_onnx.json", "targets.json"))
+    }
+
+
+def one_line(res: subprocess.CompletedProcess) -> bool:
+    lines = [
+        ln
+        for ln in res.stderr.splitlines()
+        if ln.strip() and not ln.startswith(("note:", "W1", "Failed to load"))
+    ]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr
+
+
+def classify(res, expect_error: bool, right: bool = True, lost: bool = False) -> str:
+    if lost:
+        return "LOST"
+    if "Traceback" in res.stderr:
+        return "TRACEBACK"
+    if res.returncode == 0:
+        return "works" if right and not expect_error else "SILENT"
+    return "one-line" if one_line(res) else "TRACEBACK"
+
+
+# ---- damaged artifacts: flip, truncate, delete a file of a finished stage, then use it ----
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+    else:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+def damaged_case(stage: str, name: str, how: str, reader: str) -> Callable[[World], str]:
+    def case(w: World) -> str:
+        run = w.run_copy(f"damage-{stage}-{name}-{how}-{reader}")
+        pristine = outputs(w.pristine, stage)
+        damage(run / stage / name, how)
+        res = cli(*stage_args(w, reader, run))
+        if reader == stage.split("-")[0]:  # the stage itself: it must rebuild the same artifact
+            return classify(res, expect_error=False, right=outputs(run, stage) == pristine)
+        return classify(res, expect_error=True)
+
+    return case
+
+
+def edited_manifest(w: World) -> str:
+    run = w.run_copy("edited-manifest")
+    path = run / "calibrate" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["bits"] = 8
+    path.write_text(json.dumps(manifest))
+    return classify(cli(*stage_args(w, "fold", run)), expect_error=True)
+
+
+# ---- stale inputs: an earlier stage or the model changed after a later stage ran ----
+
+
+def recalibrated(w: World) -> str:
+    run = w.run_copy("recalibrated")
+    res = cli(*stage_args(w, "calibrate", run), "--bits", "3", "--force")
+    assert res.returncode == 0, res.stderr
+    return classify(cli(*stage_args(w, "fold", run), "--force"), expect_error=True)
+
+
+def replaced_weights(w: World) -> str:
+    from tests.tiny import tiny_llava
+
+    case = w.root / "cases" / "replaced-weights"
+    model, run = case / "model", case / "run"
+    shutil.copytree(w.model, model)
+    for stage in ("calibrate", "tune"):
+        args = stage_args(w, stage, run)
+        args[args.index("--model") + 1] = str(model)
+        assert cli(*args).returncode == 0
+    other = tiny_llava(case / "other", seed=1)
+    shutil.copy(other / "model.safetensors", model / "model.safetensors")
+    return classify(cli(*stage_args(w, "fold", run)), expect_error=True)
+
+
+def force_unchanged(w: World) -> str:
+    run = w.run_copy("force-unchanged")
+    res = cli(*stage_args(w, "calibrate", run), "--force")
+    assert res.returncode == 0, res.stderr
+    return classify(
+        cli(*stage_args(w, "fold", run)),
+        expect_error=False,
+        right=outputs(run, "fold") == outputs(w.pristine, "fold"),
+    )
+
+
+# ---- bad input ----
+
+
+def bad_input(
+    args: Callable[[World, Path], list[str]], setup: Callable[[World, Path], None] | None = None
+) -> Callable[[World], str]:
+    def case(w: World) -> str:
+        run = w.root / "cases" / f"bad-{random.random():.12f}"
+        run.mkdir(parents=True)
+        if setup:
+            setup(w, run)
+        return classify(cli(*args(w, run)), expect_error=True)
+
+    return case
+
+
+def model_with(w: World, run: Path, edit: Callable[[Path], None]) -> Path:
+    m = run / "model"
+    shutil.copytree(w.model, m)
+    edit(m)
+    return m
+
+
+def calibrate_on(edit: Callable[[Path], None]):
+    return bad_input(
+        lambda w, run: [
+            "calibrate",
+            "--run-dir",
+            str(run / "r"),
+            "--model",
+            str(model_with(w, run, edit)),
+            "--text",
+            str(w.text),
+            "--method",
+            "rtn",
+            "--group-size",
+            "32",
+        ]
+    )
+
+
+def sqa_with(edit: Callable[[Path], None]):
+    def args(w: World, run: Path) -> list[str]:
+        shutil.copytree(w.pristine / "calibrate", run / "r" / "calibrate")
+        d = run / "sqa"
+        shutil.copytree(w.sqa, d)
+        edit(d)
+        return [
+            "tune",
+            "--run-dir",
+            str(run / "r"),
+            "--model",
+            str(w.model),
+            "--text",
+            str(w.text),
+            "--data",
+            str(d),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-compile",
+        ]
+
+    return bad_input(args)
+
+
+def _problems(d: Path, fn) -> None:
+    p = json.loads((d / "problems.json").read_text())
+    fn(p)
+    (d / "problems.json").write_text(json.dumps(p))
+
+
+def _first(p: dict) -> dict:
+    return p[next(iter(p))]
+
+
+def recipe_case(text: str):
+    def args(w: World, run: Path) -> list[str]:
+        (run / "recipe.yaml").write_text(text)
+        return [
+            "tune",
+            "--run-dir",
+            str(run / "r"),
+            "--model",
+            str(w.model),
+            "--config",
+            str(run / "recipe.yaml"),
+        ]
+
+    return bad_input(args)
+
+
+def tune_flag(*flags: str):
+    def args(w: World, run: Path) -> list[str]:
+        shutil.copytree(w.pristine / "calibrate", run / "r" / "calibrate")
+        return [*stage_args(w, "tune", run / "r"), *flags]
+
+    return bad_input(args)
+
+
+def runs_dir_is_file(w: World) -> str:
+    f = w.root / "cases" / "a-file"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("x")
+    a = classify(cli(*stage_args(w, "calibrate", f)), expect_error=True)
+    b = classify(cli(*stage_args(w, "calibrate", f / "under")), expect_error=True)
+    return a if a != "one-line" else b
+
+
+# ---- faults: kill -9 at a seeded point, then resume; two writers ----
+
+
+def killed(stage: str, seed: int) -> Callable[[World], str]:
+    def case(w: World) -> str:
+        run = w.root / "cases" / f"kill-{stage}-{seed}"
+        prior = {
+            "calibrate": [],
+            "tune": ["calibrate"],
+            "fold": ["calibrate", "tune"],
+            "export": ["calibrate", "tune", "fold"],
+        }[stage]
+        run.mkdir(parents=True)
+        for p in prior:
+            shutil.copytree(w.pristine / p, run / p)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qslaw_pipe", *stage_args(w, stage, run)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(random.Random(seed).uniform(3.0, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        name = "export-onnx-matmulnbits" if stage == "export" else stage
+        half_done = (run / name).exists() and not (run / name / "manifest.json").is_file()
+        res = cli(*stage_args(w, stage, run))
+        right = outputs(run, name) == outputs(w.pristine, name)
+        return "LOST" if half_done else classify(res, expect_error=False, right=right)
+
+    return case
+
+
+def two_writers(w: World) -> str:
+    run = w.root / "cases" / "two-writers"
+    run.mkdir(parents=True)
+    shutil.copytree(w.pristine / "calibrate", run / "calibrate")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "qslaw_pipe", *stage_args(w, "tune", run)]
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    second = cli(*stage_args(w, "tune", run))
+    first.communicate()
+    if first.returncode != 0:
+        return "LOST"
+    right = outputs(run, "tune") == outputs(w.pristine, "tune")
+    if second.returncode == 0:  # the first had finished already: the second reused its artifact
+        return classify(second, expect_error=False, right=right)
+    return classify(second, expect_error=True) if right else "SILENT"
+
+
+def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
+    """(name, kind, fast, run) for every case."""
+    out = []
+    for stage, name, reader in (
+        ("calibrate", "qparams.safetensors", "fold"),
+        ("calibrate", "targets.json", "fold"),
+        ("tune", "trainable.safetensors", "fold"),
+        ("tune", "metrics.csv", "eval"),
+        ("fold", "model.safetensors", "export"),
+        ("fold", "config.json", "export"),
+        (EXPORT, "vision.onnx", "eval-onnx"),
+        (EXPORT, "decoder.onnx", "eval-onnx"),
+    ):
+        for how in ("flip", "truncate", "delete"):
+            out.append(
+                (
+                    f"{how} {stage}/{name}, then {reader}",
+                    "damaged",
+                    how == "flip",
+                    damaged_case(stage, name, how, reader),
+                )
+            )
+    for stage, name in (
+        ("calibrate", "qparams.safetensors"),
+        ("tune", "trainable.safetensors"),
+        ("fold", "model.safetensors"),
+    ):
+        out.append(
+            (
+                f"flip {stage}/{name}, then {stage} again",
+                "damaged",
+                True,
+                damaged_case(stage, name, "flip", stage),
+            )
+        )
+    out += [
+        ("calibrate manifest edited (bits: 8)", "damaged", True, edited_manifest),
+        ("calibrate --force with another config, then fold", "stale", False, recalibrated),
+        ("model weights replaced after tune, then fold", "stale", True, replaced_weights),
+        ("calibrate --force unchanged keeps fold valid", "stale", False, force_unchanged),
+        (
+            "config.json not UTF-8",
+            "bad input",
+            True,
+            calibrate_on(lambda m: (m / "config.json").write_bytes(b"\xff\xfe{")),
+        ),
+        (
+            "config.json without model_type",
+            "bad input",
+            True,
+            calibrate_on(lambda m: (m / "config.json").write_text("{}")),
+        ),
+        (
+            "config.json with auto_map",
+            "bad input",
+            True,
+            calibrate_on(
+                lambda m: (m / "config.json").write_text(
+                    json.dumps(
+                        {**json.loads((m / "config.json").read_text()), "auto_map": {"AutoModel": "x.Y"}}
+                    )
+                )
+            ),
+        ),
+        (
+            "weights file random bytes",
+            "bad input",
+            True,
+            calibrate_on(lambda m: (m / "model.safetensors").write_bytes(os.urandom(4096))),
+        ),
+        (
+            "weights file missing",
+            "bad input",
+            True,
+            calibrate_on(lambda m: (m / "model.safetensors").unlink()),
+        ),
+        (
+            "text corpus binary",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [
+                    "calibrate",
+                    "--run-dir",
+                    str(run / "r"),
+                    "--model",
+                    str(w.model),
+                    "--text",
+                    str(_binary(run)),
+                    "--method",
+                    "omniquant",
+                    "--group-size",
+                    "32",
+                ]
+            ),
+        ),
+        (
+            "ScienceQA problems.json invalid",
+            "bad input",
+            True,
+            sqa_with(lambda d: (d / "problems.json").write_text("{")),
+        ),
+        (
+            "ScienceQA pid_splits.json invalid",
+            "bad input",
+            True,
+            sqa_with(lambda d: (d / "pid_splits.json").write_text("[1,")),
+        ),
+        (
+            "ScienceQA image path leaves the dataset",
+            "bad input",
+            True,
+            sqa_with(lambda d: _problems(d, lambda p: _first(p).update(image="../../../../etc/passwd"))),
+        ),
+        (
+            "ScienceQA answer: true",
+            "bad input",
+            True,
+            sqa_with(lambda d: _problems(d, lambda p: _first(p).update(answer=True))),
+        ),
+        (
+            "an image that is not an image",
+            "bad input",
+            True,
+            sqa_with(lambda d: next((d / "images" / "train").rglob("*.png")).write_bytes(b"not a png")),
+        ),
+        (
+            "bad re: regex in --rule",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--rule", "re:([=skip"]),
+        ),
+        (
+            "--rule that matches nothing",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--rule", "re:nothing_named_so=skip"]
+            ),
+        ),
+        ("recipe is invalid YAML", "bad input", True, recipe_case("steps: [1,\n")),
+        ('recipe compile: "false" (a string)', "bad input", True, recipe_case('compile: "false"\n')),
+        ("tune --lm-lr nan", "bad input", True, tune_flag("--lm-lr", "nan")),
+        ("tune --projector-lr 1e30", "bad input", True, tune_flag("--projector-lr", "1e30")),
+        (
+            "calibrate --lr inf",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [
+                    *stage_args(w, "calibrate", run / "r"),
+                    "--method",
+                    "omniquant",
+                    "--lr",
+                    "inf",
+                ]
+            ),
+        ),
+        ("run dir is a file, or lies under one", "bad input", True, runs_dir_is_file),
+        ("two tune processes on one run dir", "fault", False, two_writers),
+    ]
+    for stage in ("calibrate", "tune", "fold", "export"):
+        for seed in (0, 1):
+            out.append(
+                (f"kill -9 in {stage} (seed {seed}), then resume", "fault", False, killed(stage, seed))
+            )
+    return out
+
+
+def _binary(run: Path) -> Path:
+    p = run / "binary.txt"
+    p.write_bytes(os.urandom(2048))
+    return p
+
+
+def run_cases(selected, world: World) -> list[dict]:
+    rows = []
+    for name, kind, fast, fn in selected:
+        t, LAST["line"] = time.perf_counter(), ""
+        try:
+            outcome = fn(world)
+        except Exception as e:  # the harness itself failed: count it, never hide it
+            outcome = f"HARNESS {type(e).__name__}: {e}"[:200]
+        said = LAST["line"].replace(str(world.root), "…").replace("|", "/")[:160]
+        row = {"case": name, "kind": kind, "fast": fast, "outcome": outcome, "said": said}
+        rows.append({**row, "s": round(time.perf_counter() - t, 1)})
+        print(f"{outcome:<10} {name}: {said}", flush=True)
+    return rows
+
+
+def table(rows: list[dict], meta: dict) -> str:
+    count = lambda *o: sum(r["outcome"] in o for r in rows)  # noqa: E731
+    lines = [
+        f"# Reliability of the run directory ({meta['device']})",
+        "",
+        f"`python bench/reliability.py {meta['argv']}`; {meta['when']}; tiny model; {meta['wall_s']:.0f} s.",
+        "",
+        f"Cases: {len(rows)}; handled with one line: {count('one-line')}; worked (rebuilt or resumed identically): "
+        f"{count('works')}; silent wrong results: {count('SILENT')}; lost artifacts: {count('LOST')}; "
+        f"tracebacks: {count('TRACEBACK')}; harness failures: {sum(r['outcome'].startswith('HARNESS') for r in rows)}.",
+        "",
+        "| case | kind | outcome | what it said | s |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['case']} | {r['kind']} | {r['outcome']} | {r['said']} | {r['s']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    import platform
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fast", action="store_true", help="Only the fast cases (as the tests run them).")
+    ap.add_argument("--in-process", action="store_true", help="Run commands through Click's runner.")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    IN_PROCESS["on"] = args.in_process
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        world = build_world(Path(tmp))
+        rows = run_cases([c for c in cases() if c[2] or not args.fast], world)
+    meta = {
+        "device": f"CPU: {platform.processor() or platform.machine()}",
+        "argv": " ".join(argv if argv is not None else sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%d"),
+        "wall_s": time.perf_counter() - start,
+    }
+    if not args.fast:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "reliability.json").write_text(json.dumps({"meta": meta, "cases": rows}, indent=1))
+        (args.out / "reliability.md").write_text(table(rows, meta))
+    print(table(rows, meta))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
