@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.config import read_mapping
 from qslaw_pipe.pipeline.hashing import files_of, sha256_file, sha256_path
 from qslaw_pipe.pipeline.lock import stage_lock
 from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
@@ -131,15 +132,7 @@ def _seal(manifest: dict) -> dict:
 
 
 def _load_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DamagedArtifact(
-            f"{path} is unreadable ({type(e).__name__})", "re-run the stage that wrote it with --force"
-        ) from e
-    if not isinstance(manifest, dict):
-        raise DamagedArtifact(f"{path} is not a manifest", "re-run the stage that wrote it with --force")
-    return manifest
+    return read_mapping(path, json.loads, "re-run the stage that wrote it with --force", DamagedArtifact)
 
 
 def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:

@@ -5,7 +5,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,16 +57,22 @@ def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
     return tuple(value) if origin is tuple else float(value) if origin is float else value
 
 
+def read_mapping(path: Path, parse: Callable[[str], Any], fix: str, error: type = QslawError) -> dict:
+    """The mapping a JSON or YAML file holds; unreadable, unparsable or not a mapping is `error(one line)`."""
+    try:
+        value = parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise error(f"cannot read {path} ({type(e).__name__})", fix) from e
+    if not isinstance(value, dict):
+        raise error(f"{path} is not a mapping of keys to values", fix)
+    return value
+
+
 def load_recipe(path: Path) -> dict[str, Any]:
     """A YAML recipe as a mapping with `_` keys (`batch-size` and `batch_size` alike)."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise QslawError(
-            f"cannot read recipe {path} ({type(e).__name__})", "pass a YAML file of key: value lines"
-        ) from e
-    if not isinstance(loaded, dict):
-        raise QslawError(f"{path} is not a YAML mapping", "write one `key: value` per line")
+    loaded = read_mapping(
+        path, lambda text: yaml.safe_load(text) or {}, "pass a YAML file of key: value lines"
+    )
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
 
 

@@ -28,6 +28,12 @@ def check_dtype(spec: str) -> None:
         raise QslawError(f"invalid --dtype {spec}", f"use auto or one of {', '.join(DTYPES)}")
 
 
+def check_placement(device: str, dtype: str) -> None:
+    """Validate a config's --device and --dtype."""
+    check_device(device)
+    check_dtype(dtype)
+
+
 @dataclass(frozen=True)
 class Compute:
     """The resolved device and compute dtype of one stage run."""

@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass, field
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.device import check_device, check_dtype
+from qslaw_pipe.pipeline.device import check_placement
 from qslaw_pipe.pipeline.targeting import parse_rule
 
 BITS = (2, 3, 4, 8)
@@ -32,8 +32,7 @@ class CalibrateConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
         checks = [
             (self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
             (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),

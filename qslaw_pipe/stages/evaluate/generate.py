@@ -12,7 +12,7 @@ from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
-from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve, to_device
+from qslaw_pipe.pipeline.device import check_placement, resolve, to_device
 from qslaw_pipe.pipeline.model import LoadedModel, load_model, resolve_model
 from qslaw_pipe.pipeline.prompt import chat_prompt
 
@@ -28,8 +28,7 @@ class GenerateConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
         if self.max_new_tokens < 1 or self.temperature < 0:
             raise QslawError(
                 "invalid --max-new-tokens/--temperature", "use max-new-tokens >= 1, temperature >= 0"

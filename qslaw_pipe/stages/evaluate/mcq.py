@@ -19,7 +19,7 @@ from qslaw_pipe.pipeline.artifact import StageResult, artifact_at, read_artifact
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sets import load_samples
-from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve
+from qslaw_pipe.pipeline.device import check_placement, resolve
 from qslaw_pipe.stages.evaluate.answers import greedy_answers
 from qslaw_pipe.stages.evaluate.scoring import score
 from qslaw_pipe.stages.evaluate.tuned_model import load_tuned
@@ -41,8 +41,7 @@ class McqConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
         if self.limit < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise QslawError(
                 "invalid --limit/--batch-size/--max-new-tokens", "use limit >= 0 and positive sizes"

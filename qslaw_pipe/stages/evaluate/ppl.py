@@ -11,7 +11,7 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import StageResult, identity, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
-from qslaw_pipe.pipeline.device import check_device, check_dtype, resolve
+from qslaw_pipe.pipeline.device import check_placement, resolve
 from qslaw_pipe.pipeline.model import load_model, resolve_model
 from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
 from qslaw_pipe.stages.evaluate.perplexity import perplexity
@@ -26,8 +26,7 @@ class PplConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
         if self.seqlen < 2 or self.windows < 1 or self.batch_size < 1:
             raise QslawError("invalid --seqlen/--windows/--batch-size", "use positive values (seqlen >= 2)")
 

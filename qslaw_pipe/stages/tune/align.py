@@ -24,7 +24,7 @@ from qslaw_pipe.pipeline.aligned import weights_sha, write_shipped
 from qslaw_pipe.pipeline.artifact import StageResult
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path
-from qslaw_pipe.pipeline.device import check_device, check_dtype
+from qslaw_pipe.pipeline.device import check_placement
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.pipeline.tuned import TRAINABLE_FILE
 from qslaw_pipe.stages.tune.config import TuneConfig
@@ -43,8 +43,7 @@ class AlignConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
 
     def tune_config(self) -> TuneConfig:
         """The tuning loop's settings: projector method, multimodal only, no warmup split."""

@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.device import check_device, check_dtype
+from qslaw_pipe.pipeline.device import check_placement
 from qslaw_pipe.pipeline.tuned import METHODS
 from qslaw_pipe.stages.tune.batches import parse_mix
 
@@ -36,8 +36,7 @@ class TuneConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_device(self.device)
-        check_dtype(self.dtype)
+        check_placement(self.device, self.dtype)
         if self.method not in METHODS:
             raise QslawError(f"invalid --method {self.method}", f"use one of {', '.join(METHODS)}")
         if self.steps < 1 or self.batch_size < 2 or self.warmup_steps < 0 or self.checkpoint_every < 1:
