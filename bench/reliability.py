@@ -356,21 +356,46 @@ def runs_dir_is_file(w: World) -> str:
 # ---- faults: kill -9 at a seeded point, then resume; two writers ----
 
 
+HEAVY = {  # long enough that a kill at 3-9 s lands inside the stage
+    "calibrate": ["--method", "omniquant", "--epochs", "30", "--nsamples", "8", "--seqlen", "32", "--force"],
+    "tune": ["--steps", "120", "--force"],
+}
+PRIOR = {
+    "calibrate": [],
+    "tune": ["calibrate"],
+    "fold": ["calibrate", "tune"],
+    "export": ["calibrate", "tune", "fold"],
+}
+_REFERENCE: dict[str, Path] = {}
+
+
+def _prepared(w: World, name: str, stage: str) -> Path:
+    run = w.root / "cases" / name
+    run.mkdir(parents=True)
+    for p in PRIOR[stage]:
+        shutil.copytree(w.pristine / p, run / p)
+    return run
+
+
+def reference(w: World, stage: str) -> Path:
+    """An uninterrupted run of `stage` with the kill cases' settings (the pristine run for fold and export)."""
+    if stage not in HEAVY:
+        return w.pristine
+    if stage not in _REFERENCE:
+        run = _prepared(w, f"reference-{stage}", stage)
+        assert cli(*stage_args(w, stage, run), *HEAVY[stage]).returncode == 0
+        _REFERENCE[stage] = run
+    return _REFERENCE[stage]
+
+
 def killed(stage: str, seed: int) -> Callable[[World], str]:
     def case(w: World) -> str:
-        run = w.root / "cases" / f"kill-{stage}-{seed}"
-        prior = {
-            "calibrate": [],
-            "tune": ["calibrate"],
-            "fold": ["calibrate", "tune"],
-            "export": ["calibrate", "tune", "fold"],
-        }[stage]
-        run.mkdir(parents=True)
-        for p in prior:
-            shutil.copytree(w.pristine / p, run / p)
+        ref = reference(w, stage)
+        run = _prepared(w, f"kill-{stage}-{seed}", stage)
+        args = [*stage_args(w, stage, run), *HEAVY.get(stage, [])]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qslaw_pipe", *stage_args(w, stage, run)],
+            [sys.executable, "-m", "qslaw_pipe", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -378,10 +403,14 @@ def killed(stage: str, seed: int) -> Callable[[World], str]:
         time.sleep(random.Random(seed).uniform(3.0, 9.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        name = "export-onnx-matmulnbits" if stage == "export" else stage
-        half_done = (run / name).exists() and not (run / name / "manifest.json").is_file()
-        res = cli(*stage_args(w, stage, run))
-        right = outputs(run, name) == outputs(w.pristine, name)
+        name = EXPORT if stage == "export" else stage
+        finished = (run / name / "manifest.json").is_file()
+        half_done = (run / name).exists() and not finished
+        res = cli(*[a for a in args if a != "--force"])
+        LAST["line"] = (
+            "killed after it had finished (reused)" if finished else "killed mid-stage, then resumed"
+        )
+        right = outputs(run, name) == outputs(ref, name)
         return "LOST" if half_done else classify(res, expect_error=False, right=right)
 
     return case
@@ -403,6 +432,112 @@ def two_writers(w: World) -> str:
     if second.returncode == 0:  # the first had finished already: the second reused its artifact
         return classify(second, expect_error=False, right=right)
     return classify(second, expect_error=True) if right else "SILENT"
+
+
+def causal_lm_export(w: World) -> str:
+    from tests.tiny import tiny_llama, tiny_tokenizer
+
+    model = w.root / "cases" / "causal-lm" / "model"
+    tok = tiny_tokenizer()
+    tiny_llama(len(tok)).save_pretrained(model)
+    tok.save_pretrained(model)
+    run = model.parent / "run"
+    for args in (
+        [
+            "calibrate",
+            "--run-dir",
+            str(run),
+            "--model",
+            str(model),
+            "--text",
+            str(w.text),
+            "--method",
+            "rtn",
+            "--group-size",
+            "32",
+        ],
+        ["fold", "--run-dir", str(run)],
+    ):
+        assert cli(*args).returncode == 0, LAST["line"]
+    return classify(cli("export", "--run-dir", str(run)), expect_error=True)
+
+
+def symlink_in_model(w: World) -> str:
+    model = w.root / "cases" / "symlink" / "model"
+    shutil.copytree(w.model, model)
+    (model / "notes.txt").symlink_to("/etc/hostname")
+    run = model.parent / "run"
+    for args in (
+        [
+            "calibrate",
+            "--run-dir",
+            str(run),
+            "--model",
+            str(model),
+            "--text",
+            str(w.text),
+            "--method",
+            "rtn",
+            "--group-size",
+            "32",
+        ],
+        ["fold", "--run-dir", str(run)],
+    ):
+        res = cli(*args)
+    return classify(res, expect_error=False, right=not (run / "fold" / "notes.txt").exists())
+
+
+def non_utf8_run_dir(w: World) -> str:
+    run = Path(os.fsdecode(bytes(w.root / "cases") + b"/run-\xff"))
+    return classify(cli(*stage_args(w, "calibrate", run)), expect_error=True)
+
+
+def truncated_manifest(w: World) -> str:
+    run = w.run_copy("truncated-manifest")
+    damage(run / "calibrate" / "manifest.json", "truncate")
+    return classify(cli(*stage_args(w, "fold", run), "--force"), expect_error=True)
+
+
+def garbled_partial(w: World) -> str:
+    run = w.root / "cases" / "garbled-partial"
+    shutil.copytree(w.pristine / "calibrate", run / "calibrate")
+    (run / ".tune.partial").mkdir(parents=True)
+    (run / ".tune.partial" / "partial.json").write_bytes(b"\x00{garbled")
+    res = cli(*stage_args(w, "tune", run))
+    return classify(res, expect_error=False, right=outputs(run, "tune") == outputs(w.pristine, "tune"))
+
+
+def run_without_mcq(w: World) -> str:
+    d = w.root / "cases" / "llava-json"
+    d.mkdir(parents=True)
+    shutil.copy(next((w.sqa / "images" / "train").rglob("*.png")), d / "a.png")
+    (d / "llava.json").write_text(
+        json.dumps(
+            [
+                {
+                    "image": "a.png",
+                    "conversations": [
+                        {"from": "human", "value": "<image> what?"},
+                        {"from": "gpt", "value": "a shape"},
+                    ],
+                }
+            ]
+        )
+    )
+    return classify(
+        cli(
+            "run",
+            "--run-dir",
+            str(d / "run"),
+            "--model",
+            str(w.model),
+            "--text",
+            str(w.text),
+            "--data",
+            str(d / "llava.json"),
+        ),
+        expect_error=True,
+    )
 
 
 def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
@@ -565,6 +700,14 @@ def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
         ),
         ("run dir is a file, or lies under one", "bad input", True, runs_dir_is_file),
         ("two tune processes on one run dir", "fault", False, two_writers),
+    ]
+    out += [
+        ("exporting a causal-LM run", "bad input", True, causal_lm_export),
+        ("a symlink in the model dir (not copied into fold)", "bad input", True, symlink_in_model),
+        ("a run dir whose name is not UTF-8", "bad input", True, non_utf8_run_dir),
+        ("calibrate manifest truncated, then fold", "damaged", True, truncated_manifest),
+        ("garbled partial.json, then tune", "damaged", True, garbled_partial),
+        ("run --data a LLaVA JSON (no multiple choice)", "bad input", True, run_without_mcq),
     ]
     for stage in ("calibrate", "tune", "fold", "export"):
         for seed in (0, 1):

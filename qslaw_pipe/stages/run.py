@@ -127,6 +127,9 @@ def command(run_dir, model, text, recipe, as_json, **flags) -> None:
     quiet_libraries()
     flags["bits"] = int(flags["bits"]) if flags["bits"] else None
     cfg = run_config(recipe, flags)
+    eval_mcq.mcq_samples(
+        cfg.mcq
+    )  # a test set without multiple-choice questions fails now, not after five stages
     model = model or prepare.run(prepare.PrepareConfig()).artifact.path
     _step(1, "prepare", str(model))
     text = text or default_text_path()

@@ -8,7 +8,7 @@ from qslaw_pipe.pipeline.device import check_placement
 from qslaw_pipe.pipeline.tuned import METHODS
 from qslaw_pipe.stages.tune.batches import parse_mix
 
-DEFAULT_LR = {"qslaw": 5e-4, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4, "projector": 0.0}
+DEFAULT_LR = {"qslaw": 5e-3, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4, "projector": 0.0}
 
 
 @dataclass(frozen=True)
