@@ -70,7 +70,12 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(args, res.exit_code, res.stdout, stderr)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "qslaw_pipe", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "qslaw_pipe", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -577,9 +582,9 @@ def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
         )
     out += [
         ("calibrate manifest edited (bits: 8)", "damaged", True, edited_manifest),
-        ("calibrate --force with another config, then fold", "stale", False, recalibrated),
+        ("calibrate --force with another config, then fold", "stale", True, recalibrated),
         ("model weights replaced after tune, then fold", "stale", True, replaced_weights),
-        ("calibrate --force unchanged keeps fold valid", "stale", False, force_unchanged),
+        ("calibrate --force unchanged keeps fold valid", "stale", True, force_unchanged),
         (
             "config.json not UTF-8",
             "bad input",

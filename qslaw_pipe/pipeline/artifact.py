@@ -135,8 +135,10 @@ def _load_manifest(path: Path) -> dict:
     return read_mapping(path, json.loads, "re-run the stage that wrote it with --force", DamagedArtifact)
 
 
-def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
-    """Identity of each input (artifacts verified first); a missing input is a user error naming it."""
+def hash_inputs(inputs: Mapping[str, Path], run_dir: Path | None = None) -> dict[str, dict]:
+    """Identity of each input (artifacts verified first); a missing input is a user error naming it.
+    Inputs inside `run_dir` are also recorded relative to it (`in_run`), so a copied or moved run
+    directory is checked against its own earlier stages, never against the place it came from."""
     out = {}
     for name, path in inputs.items():
         path = Path(path)
@@ -147,6 +149,8 @@ def hash_inputs(inputs: Mapping[str, Path]) -> dict[str, dict]:
         if (path / MANIFEST).is_file():
             artifact_at(path)
         out[name] = {"path": str(path.resolve()), "sha256": identity(path)}
+        if run_dir is not None and path.resolve().is_relative_to(Path(run_dir).resolve()):
+            out[name]["in_run"] = str(path.resolve().relative_to(Path(run_dir).resolve()))
     return out
 
 
@@ -172,7 +176,7 @@ def artifact_at(
     if not manifest_path.is_file():
         raise QslawError(f"{manifest_path} not found", fix)
     manifest = _load_manifest(manifest_path)
-    redo = redo or f"re-run `{stage_command(str(manifest.get('stage', path.name)))} --force`"
+    redo = redo or f"re-run `{stage_command(str(manifest.get('stage', path.name)), path.parent)} --force`"
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise DamagedArtifact(
@@ -188,7 +192,7 @@ def artifact_at(
         )
     _verify_outputs(path, manifest.get("outputs") or {}, redo)
     for name, recorded in (manifest.get("inputs") or {}).items() if check_inputs else ():
-        source = Path(recorded["path"])
+        source = path.parent / recorded["in_run"] if "in_run" in recorded else Path(recorded["path"])
         if not source.exists() or identity(source) != recorded["sha256"]:
             raise QslawError(
                 f"{path} was made from another {name} ({source} changed or went away since)", redo
@@ -305,7 +309,7 @@ def run_stage(
     """
     run_dir = _make_run_dir(Path(run_dir))
     with stage_lock(run_dir, stage):
-        hashes = hash_inputs(inputs)
+        hashes = hash_inputs(inputs, run_dir)
         final = stage_dir(run_dir, stage)
         if (final / MANIFEST).is_file() and not force:
             try:
