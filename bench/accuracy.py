@@ -19,13 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
 # (label, tune method, bits or None, extra TuneConfig fields)
+# in the order they run: the runs every claim needs first (results are written after each run)
 VARIANTS = (
     ("fp", "fp", None, {}),
-    ("qlora", "qlora", None, {}),
-    ("frozen", "frozen", "bits", {}),
     ("qslaw", "qslaw", "bits", {}),
+    ("frozen", "frozen", "bits", {}),
     ("qslaw no-warmup", "qslaw", "bits", {"warmup_steps": 0}),
     ("qslaw mm-only", "qslaw", "bits", {"mix_ratio": "1:0"}),
+    ("qlora", "qlora", None, {}),
 )
 
 
@@ -74,7 +75,9 @@ def losses(tune_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
-def study(args) -> dict:
+def study(args, report=lambda result: None) -> dict:
+    """Every run of the protocol; `report(result so far)` after each, so a cut-short study still leaves
+    its finished runs on disk."""
     from qslaw_pipe.cli_common import quiet_libraries
     from qslaw_pipe.pipeline.data.text import default_text_path
     from qslaw_pipe.pipeline.model import resolve_model
@@ -135,6 +138,7 @@ def study(args) -> dict:
             ecfg = mcq.McqConfig(data=data, limit=limit, seed=args.seed, device=args.device)
             row[label] = score_row(mcq.run_mcq(ecfg, run, bar=args.bar).artifact.metrics)
         results.append(row)
+        report({"runs": results, "calibration_s": {b: round(s, 1) for b, (_, s) in calibrations.items()}})
         print(
             f"{name:<20} acc {100 * row['easyvqa']['accuracy']:.1f}%  loss {row['final_loss']:.3f}",
             flush=True,
@@ -193,7 +197,8 @@ def markdown(result: dict, meta: dict) -> str:
         f"Model: {meta['model']}. Every run: {meta['steps']} steps of batch {meta['batch_size']} on the same batches "
         f"(seed {meta['seed']}), warmup the first {max(1, meta['steps'] // 5)} steps (multimodal only), then 1:1 "
         f"with WikiText; calibration {meta['calib']}. Scored: {result['runs'][0]['easyvqa']['n']} easy-VQA test "
-        "questions (seeded subset), greedy letter; 95% Wilson intervals.",
+        "questions (seeded subset), greedy letter; 95% Wilson intervals. "
+        f"Runs finished: {meta['runs_done']} of {meta['runs_planned']} planned (in this order; the rest not measured).",
         "",
         head,
         "|" + "---|" * (len(cats) + 4),
@@ -300,25 +305,31 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.bits = [int(b) for b in args.bits.split(",")]
     start = time.perf_counter()
-    result = study(args)
-    meta = {
-        "device": device_name(args.device),
-        "argv": " ".join(argv if argv is not None else sys.argv[1:]),
-        "when": time.strftime("%Y-%m-%d"),
-        "wall_s": time.perf_counter() - start,
-        "model": str(args.model or "aligned default VLM"),
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "bits": args.bits,
-        "ablations_at": args.ablations_at,
-        "calib": f"{args.calib_method} g{args.group_size}, {args.nsamples} x {args.seqlen} tokens, {args.epochs} epochs",
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.json").write_text(json.dumps({"meta": meta, **result}, indent=1))
-    (args.out / "accuracy.md").write_text(markdown(result, meta))
-    plot(result, args.out / "accuracy.png")
-    print(markdown(result, meta))
+
+    def write(result: dict) -> None:
+        meta = {
+            "device": device_name(args.device),
+            "argv": " ".join(argv if argv is not None else sys.argv[1:]),
+            "when": time.strftime("%Y-%m-%d"),
+            "wall_s": time.perf_counter() - start,
+            "model": str(args.model or "aligned default VLM"),
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "bits": args.bits,
+            "ablations_at": args.ablations_at,
+            "calib": f"{args.calib_method} g{args.group_size}, {args.nsamples} x {args.seqlen} tokens, {args.epochs} epochs",
+            "runs_done": len(result["runs"]),
+            "runs_planned": len(runs_to_make(args.bits, args.ablations_at)),
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "accuracy.json").write_text(json.dumps({"meta": meta, **result}, indent=1))
+        (args.out / "accuracy.md").write_text(markdown(result, meta))
+        plot(result, args.out / "accuracy.png")
+
+    result = study(args, write)
+    write(result)
+    print((args.out / "accuracy.md").read_text())
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def test_accuracy_bench_runs_end_to_end_on_a_tiny_model(tmp_path, llava_dir, cor
     _bench().main([*args, "--runs", str(tmp_path / "runs"), "--out", str(out), "--no-bar"])
     result = json.loads((out / "accuracy.json").read_text())
     names = [r["name"] for r in result["runs"]]
-    assert names == ["fp", "qlora", "frozen W4", "qslaw W4", "qslaw no-warmup W4", "qslaw mm-only W4"]
+    assert names == ["fp", "qslaw W4", "frozen W4", "qslaw no-warmup W4", "qslaw mm-only W4", "qlora"]
     assert len({r["easyvqa"]["n"] for r in result["runs"]}) == 1
     assert all(r["config"]["steps"] == 2 for r in result["runs"])
     md = (out / "accuracy.md").read_text()
