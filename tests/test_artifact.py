@@ -111,3 +111,16 @@ def test_missing_input_names_it(tmp_path):
     with pytest.raises(QslawError, match="input 'model' not found"):
         run_stage(tmp_path, "demo", {}, {"model": tmp_path / "nope"}, _writer([]))
     time.sleep(0)
+
+
+def test_a_second_writer_gets_one_line_naming_the_holder(tmp_path):
+    import os
+
+    from qslaw_pipe.pipeline.lock import stage_lock
+
+    with stage_lock(tmp_path, "tune"):
+        with pytest.raises(QslawError, match=f"pid {os.getpid()}.*writing"):
+            with stage_lock(tmp_path, "tune"):
+                pass
+    with stage_lock(tmp_path, "tune"):  # released when the holder is done
+        pass
