@@ -193,12 +193,15 @@ def markdown(result: dict, meta: dict) -> str:
     lines = [
         f"# Accuracy: QSLAW vs full precision, QLoRA and the ablations ({meta['device']})",
         "",
-        f"`python bench/accuracy.py {meta['argv']}`; {meta['when']}; total wall time {meta['wall_s'] / 60:.1f} min. "
+        f"`python bench/accuracy.py {meta['argv']}`; {meta['when']}; wall time of the last invocation "
+        f"{meta['wall_s'] / 60:.1f} min (runs finished by an earlier invocation are reused, not redone). "
         f"Model: {meta['model']}. Every run: {meta['steps']} steps of batch {meta['batch_size']} on the same batches "
         f"(seed {meta['seed']}), warmup the first {max(1, meta['steps'] // 5)} steps (multimodal only), then 1:1 "
         f"with WikiText; calibration {meta['calib']}. Scored: {result['runs'][0]['easyvqa']['n']} easy-VQA test "
         "questions (seeded subset), greedy letter; 95% Wilson intervals. "
-        f"Runs finished: {meta['runs_done']} of {meta['runs_planned']} planned (in this order; the rest not measured).",
+        f"Runs finished: {meta.get('runs_done', len(result['runs']))} of {meta.get('runs_planned', len(result['runs']))} "
+        "planned (in this order; the rest not measured). s/step: mean over the run's steps, which shared the CPU "
+        "with other jobs (not a speed comparison; see tune_step_time.md).",
         "",
         head,
         "|" + "---|" * (len(cats) + 4),
@@ -302,8 +305,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-accuracy")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-bar", dest="bar", action="store_false")
+    ap.add_argument(
+        "--render", action="store_true", help="Only rewrite accuracy.md and .png from accuracy.json."
+    )
     args = ap.parse_args(argv)
     args.bits = [int(b) for b in args.bits.split(",")]
+    if args.render:
+        saved = json.loads((args.out / "accuracy.json").read_text())
+        (args.out / "accuracy.md").write_text(markdown(saved, saved["meta"]))
+        plot(saved, args.out / "accuracy.png")
+        return
     start = time.perf_counter()
 
     def write(result: dict) -> None:
