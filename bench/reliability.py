@@ -229,9 +229,7 @@ def replaced_weights(w: World) -> str:
     model, run = case / "model", case / "run"
     shutil.copytree(w.model, model)
     for stage in ("calibrate", "tune"):
-        args = stage_args(w, stage, run)
-        args[args.index("--model") + 1] = str(model)
-        assert cli(*args).returncode == 0
+        assert cli(*with_model(stage_args(w, stage, run), model)).returncode == 0
     other = tiny_llava(case / "other", seed=1)
     shutil.copy(other / "model.safetensors", model / "model.safetensors")
     return classify(cli(*stage_args(w, "fold", run)), expect_error=True)
@@ -439,6 +437,11 @@ def two_writers(w: World) -> str:
     return classify(second, expect_error=True) if right else "SILENT"
 
 
+def with_model(args: list[str], model: Path) -> list[str]:
+    """A stage's arguments for another model than the world's."""
+    return [str(model) if i and args[i - 1] == "--model" else a for i, a in enumerate(args)]
+
+
 def causal_lm_export(w: World) -> str:
     from tests.tiny import tiny_llama, tiny_tokenizer
 
@@ -448,19 +451,7 @@ def causal_lm_export(w: World) -> str:
     tok.save_pretrained(model)
     run = model.parent / "run"
     for args in (
-        [
-            "calibrate",
-            "--run-dir",
-            str(run),
-            "--model",
-            str(model),
-            "--text",
-            str(w.text),
-            "--method",
-            "rtn",
-            "--group-size",
-            "32",
-        ],
+        with_model(stage_args(w, "calibrate", run), model),
         ["fold", "--run-dir", str(run)],
     ):
         assert cli(*args).returncode == 0, LAST["line"]
@@ -473,19 +464,7 @@ def symlink_in_model(w: World) -> str:
     (model / "notes.txt").symlink_to("/etc/hostname")
     run = model.parent / "run"
     for args in (
-        [
-            "calibrate",
-            "--run-dir",
-            str(run),
-            "--model",
-            str(model),
-            "--text",
-            str(w.text),
-            "--method",
-            "rtn",
-            "--group-size",
-            "32",
-        ],
+        with_model(stage_args(w, "calibrate", run), model),
         ["fold", "--run-dir", str(run)],
     ):
         res = cli(*args)
