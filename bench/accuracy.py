@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from qslaw_pipe.pipeline.sysinfo import machine_name
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
 # (label, tune method, bits or None, extra TuneConfig fields)
@@ -256,23 +258,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def device_name(device: str) -> str:
-    import platform
-
-    import torch
-
-    from qslaw_pipe.pipeline.device import resolve
-
-    compute = resolve(device)
-    if compute.cuda:
-        return torch.cuda.get_device_name(compute.device)
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor()
-    )
-    return f"CPU: {model}, {torch.get_num_threads()} threads"
-
-
 def main(argv: list[str] | None = None) -> None:
     import sys
 
@@ -319,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def write(result: dict) -> None:
         meta = {
-            "device": device_name(args.device),
+            "device": machine_name(args.device),
             "argv": " ".join(argv if argv is not None else sys.argv[1:]),
             "when": time.strftime("%Y-%m-%d"),
             "wall_s": time.perf_counter() - start,

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qslaw_pipe.pipeline.sysinfo import machine_name
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "results"
@@ -748,7 +750,6 @@ def table(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    import platform
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="Only the fast cases (as the tests run them).")
@@ -761,7 +762,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         world = build_world(Path(tmp))
         rows = run_cases([c for c in cases() if c[2] or not args.fast], world)
     meta = {
-        "device": f"CPU: {platform.processor() or platform.machine()}",
+        "device": machine_name("cpu"),
         "argv": " ".join(argv if argv is not None else sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d"),
         "wall_s": time.perf_counter() - start,

@@ -11,7 +11,6 @@ Writes docs/results/scale.{json,md} with the device's name.
 import argparse
 import gc
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from qslaw_pipe.pipeline.sysinfo import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
@@ -213,21 +214,6 @@ def run_child(args, one: str, layers: int) -> dict:
     return result
 
 
-def device_name(args) -> str:
-    from qslaw_pipe.pipeline.device import resolve
-
-    compute = resolve(args.device, args.dtype)
-    if compute.cuda:
-        return torch.cuda.get_device_name(compute.device)
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor()
-    )
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return f"CPU: {model}, {torch.get_num_threads()} threads, {' '.join(isa) or 'no AVX2'}"
-
-
 def table(rows: list[dict], block: dict, meta: dict) -> str:
     fp = {r["layers"]: r for r in rows if r["method"] == "fp" and not r.get("oom")}
     lines = [
@@ -294,7 +280,7 @@ def main() -> None:
     from qslaw_pipe.pipeline.device import resolve
 
     meta = {
-        "device": device_name(args),
+        "device": machine_name(args.device),
         "argv": " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,

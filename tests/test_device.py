@@ -60,16 +60,11 @@ def test_lean_bf16_qslaw_matches_fp32_reference_within_bf16_tolerance():
     _lean_vs_reference("cpu", compiled=False)
 
 
-@pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory, llava_dir, corpus):
-    run = tmp_path_factory.mktemp("bf16") / "r"
-    sqa = tiny_scienceqa(tmp_path_factory.mktemp("sqa"))
+def calibrate_and_tune(run, llava_dir, corpus, sqa, device: str, dtype: str, **calib) -> None:
+    """A tiny calibrate (RTN unless `calib` says otherwise) and a 3-step QSLAW tune on `device` in `dtype`."""
+    calib = {"method": "rtn", **calib}
     cal.run(
-        cal.CalibrateConfig(method="rtn", bits=4, group_size=32, device="cpu"),
-        run,
-        llava_dir,
-        corpus,
-        bar=False,
+        cal.CalibrateConfig(bits=4, group_size=32, device=device, **calib), run, llava_dir, corpus, bar=False
     )
     cfg = tn.TuneConfig(
         data=str(sqa),
@@ -78,10 +73,16 @@ def bf16_run(tmp_path_factory, llava_dir, corpus):
         warmup_steps=1,
         text_seqlen=16,
         lm_lr=2e-2,
-        device="cpu",
-        dtype="bf16",
+        device=device,
+        dtype=dtype,
     )
     tn.run(cfg, run, llava_dir, corpus, bar=False)
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, llava_dir, corpus):
+    run = tmp_path_factory.mktemp("bf16") / "r"
+    calibrate_and_tune(run, llava_dir, corpus, tiny_scienceqa(tmp_path_factory.mktemp("sqa")), "cpu", "bf16")
     return run
 
 

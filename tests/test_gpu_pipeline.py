@@ -14,7 +14,7 @@ from qslaw_pipe.stages import export as ex
 from qslaw_pipe.stages import fold as fd
 from qslaw_pipe.stages import tune as tn
 from qslaw_pipe.stages.tune import loop
-from tests.test_device import _lean_vs_reference
+from tests.test_device import _lean_vs_reference, calibrate_and_tune
 from tests.tiny import tiny_scienceqa
 
 pytestmark = [
@@ -29,24 +29,9 @@ def test_lean_bf16_qslaw_on_cuda_matches_fp32_reference(compiled):
 
 
 def _pipeline(run, llava_dir, corpus, sqa, device, dtype):
-    cal.run(
-        cal.CalibrateConfig(bits=4, group_size=32, nsamples=4, seqlen=32, epochs=1, device=device),
-        run,
-        llava_dir,
-        corpus,
-        bar=False,
+    calibrate_and_tune(
+        run, llava_dir, corpus, sqa, device, dtype, method="omniquant", nsamples=4, seqlen=32, epochs=1
     )
-    cfg = tn.TuneConfig(
-        data=str(sqa),
-        steps=3,
-        batch_size=2,
-        warmup_steps=1,
-        text_seqlen=16,
-        lm_lr=2e-2,
-        device=device,
-        dtype=dtype,
-    )
-    tn.run(cfg, run, llava_dir, corpus, bar=False)
     folded = read_folded(fd.run(fd.FoldConfig(device=device), run).artifact.path)
     ex.run(ex.ExportConfig(), run)
     return folded
