@@ -16,6 +16,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from qslaw_pipe.exports.onnx.builder import make_model
 from qslaw_pipe.exports.onnx.int4_ops import matmulnbits_inputs
 from qslaw_pipe.kernels.build import build, library_path
 from qslaw_pipe.kernels.int4_reference import matmul_int4_reference
@@ -38,14 +39,7 @@ def _model(node, inits, k):
     graph = helper.make_graph(
         [node], "g", [a], [y], [numpy_helper.from_array(v, n) for n, v in inits.items()]
     )
-    return helper.make_model(
-        graph,
-        opset_imports=[
-            helper.make_opsetid("", 21),
-            helper.make_opsetid("com.microsoft", 1),
-            helper.make_opsetid("ai.qslaw", 1),
-        ],
-    )
+    return make_model(graph, {"": 21, "com.microsoft": 1, "ai.qslaw": 1})
 
 
 def sessions(n: int, k: int, lib: Path, threads: int) -> tuple[dict, np.ndarray]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from qslaw_pipe.exports.onnx.builder import make_model
 from qslaw_pipe.exports.onnx.int4_ops import matmulnbits_inputs
 from qslaw_pipe.kernels import build as kb
 from qslaw_pipe.kernels.int4_reference import matmul_int4_reference
@@ -52,9 +53,7 @@ def _weights_session(op: str, domain: str, weights: dict, k: int, n: int, librar
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["m", n])],
         [numpy_helper.from_array(np.ascontiguousarray(v), name) for name, v in weights.items()],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(domain, 1)]
-    )
+    model = make_model(graph, {"": 21, domain: 1})
     opts = ort.SessionOptions()
     if library is not None:
         opts.register_custom_ops_library(str(library))

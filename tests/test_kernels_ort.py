@@ -8,6 +8,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from qslaw_pipe.exports.onnx.builder import make_model
 from qslaw_pipe.kernels import build as kb
 from qslaw_pipe.kernels.int4_reference import dequantize_int4_reference, matmul_int4_reference
 from qslaw_pipe.kernels.pack import pack_int4
@@ -28,10 +29,7 @@ def _session(library, op: str, k: int, n: int, gs: int, providers=("CPUExecution
     else:
         node = helper.make_node(op, [i.name for i in ins], ["Y"], domain="ai.qslaw", K=k, group_size=gs)
         out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, k])
-    model = helper.make_model(
-        helper.make_graph([node], "g", ins, [out]),
-        opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.qslaw", 1)],
-    )
+    model = make_model(helper.make_graph([node], "g", ins, [out]), {"": 21, "ai.qslaw": 1})
     opts = ort.SessionOptions()
     opts.register_custom_ops_library(str(library))
     return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))

@@ -24,6 +24,20 @@ def uint4_tensor(name: str, values) -> TensorProto:
     return helper.make_tensor(name, TensorProto.UINT4, list(values.shape), packed.tobytes(), raw=True)
 
 
+def make_model(graph: onnx.GraphProto, opsets: dict[str, int]) -> onnx.ModelProto:
+    """helper.make_model pinned to IR_VERSION (onnx 1.23 would write IR 14, which onnxruntime <= 1.31 refuses)."""
+    imports = [helper.make_opsetid(domain, version) for domain, version in opsets.items()]
+    return helper.make_model(graph, opset_imports=imports, ir_version=IR_VERSION, producer_name="qslaw-pipe")
+
+
+def pin_ir(model: onnx.ModelProto) -> bool:
+    """Lower a model's IR version to IR_VERSION when it is newer; True when it changed."""
+    if model.ir_version <= IR_VERSION:
+        return False
+    model.ir_version = IR_VERSION
+    return True
+
+
 class GraphBuilder:
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
@@ -58,8 +72,4 @@ class GraphBuilder:
         raise KeyError(produced)
 
     def model(self, name: str, inputs, outputs, opsets: dict[str, int]) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
-        imports = [helper.make_opsetid(domain, version) for domain, version in opsets.items()]
-        return helper.make_model(
-            graph, opset_imports=imports, ir_version=IR_VERSION, producer_name="qslaw-pipe"
-        )
+        return make_model(helper.make_graph(self.nodes, name, inputs, outputs, self.initializers), opsets)

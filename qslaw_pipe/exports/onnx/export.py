@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.exports.onnx.builder import TWO_GB
+from qslaw_pipe.exports.onnx.builder import TWO_GB, pin_ir
 from qslaw_pipe.exports.onnx.decoder import build_decoder, save_decoder, unsupported_reason
 from qslaw_pipe.exports.onnx.graphs import (
     DecoderGraph,
@@ -56,7 +56,10 @@ def _finish(path: Path) -> None:
     """Move weights to external data beyond 2 GB, then run the checker (path-based for large models)."""
     model = onnx.load(str(path))
     if model.ByteSize() >= TWO_GB:
+        pin_ir(model)
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    elif pin_ir(model):
+        onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path))
 
 
