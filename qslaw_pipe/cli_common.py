@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,33 @@ def compute_options(cls: type):
         )(f)
 
     return wrap
+
+
+nproc_option = click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Data parallel on this machine: start N processes (torchrun --standalone --nproc-per-node N), each "
+    "on a share of the samples (one CPU core or one GPU each). Several machines: README, Scaling out.",
+)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus its --nproc option (what each started process runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def relaunch_under_torchrun(nproc: int | None) -> None:
+    """With --nproc N > 1 outside torchrun: run this same command under torchrun with N local processes
+    and exit with its status. Otherwise return (one process, or already a torchrun worker)."""
+    if not nproc or nproc == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    raise SystemExit(subprocess.run([*cmd, "-m", "qslaw_pipe", *without_nproc(sys.argv[1:])]).returncode)

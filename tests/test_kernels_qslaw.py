@@ -22,20 +22,38 @@ def test_scale_one_equals_calibrated_fake_quant():
     assert torch.equal(ref, fake_quant(w, delta, zp, bits, gs))
 
 
+@pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_fused_function_matches_reference_forward_and_backward(compiled):
+def test_fused_function_matches_reference_forward_and_backward(compiled, keep):
     w, s, delta, zp, bits, gs = _setup()
     x = torch.randn(3, 5, w.shape[1], requires_grad=True)
     bias = torch.randn(w.shape[0])
     y_ref = torch.nn.functional.linear(x, qslaw_reference(w, s, delta, zp, bits, gs), bias)
     gy = torch.randn_like(y_ref)
     gx_ref, gs_ref = torch.autograd.grad(y_ref, (x, s), gy)
-    y = QslawLinearFunction.apply(x, s, to_groups(w, gs), delta, zp.float(), bias, bits, w.shape[1], compiled)
+    y = QslawLinearFunction.apply(
+        x, s, to_groups(w, gs), delta, zp.float(), bias, bits, w.shape[1], compiled, keep
+    )
     gx, g_s = torch.autograd.grad(y, (x, s), gy)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g_s, gs_ref, rtol=1e-4, atol=1e-5)
     assert g_s.abs().sum() > 0
+
+
+def test_keeping_weights_from_forward_gives_the_lean_values():
+    """keep=True (W_q and coefficients saved in forward) vs keep=False (recomputed in backward)."""
+    w, s, delta, zp, bits, gs = _setup(out=8, k=48, gs=16)
+    x = torch.randn(4, w.shape[1], requires_grad=True)
+    gy = torch.randn(4, w.shape[0])
+    out = []
+    for keep in (False, True):
+        y = QslawLinearFunction.apply(
+            x, s, to_groups(w, gs), delta, zp.float(), None, bits, w.shape[1], False, keep
+        )
+        out.append((y, *torch.autograd.grad(y, (x, s), gy)))
+    for lean, kept in zip(*out, strict=True):
+        torch.testing.assert_close(kept, lean, rtol=1e-6, atol=0)
 
 
 def test_scale_gradient_matches_hand_derivation():

@@ -33,9 +33,10 @@ from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 PARTIAL_STATE = "partial.json"
-# where a stage computed is recorded, but it does not make an artifact another one: a run calibrated on
-# a GPU is reused (and resumed) on a CPU
-PLACEMENT_KEYS = ("device",)
+# where and how a stage computed is recorded, but it does not make an artifact another one: a run
+# calibrated on a GPU is reused (and resumed) on a CPU; fused or eager kernels, recomputed or kept
+# activations and weights compute the same values
+PLACEMENT_KEYS = ("device", "compile", "grad_checkpoint", "backward_weights")
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,13 @@ def _group(value: str) -> int:
 )
 @cli.compute_options(C)
 @cli.text_option
+@cli.nproc_option
 @cli.stage_options
-def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rules, **flags) -> None:
-    """OmniQuant (or RTN) int-k qparams for the LM's decoder Linears -> RUN_DIR/calibrate/."""
+def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rules, nproc, **flags) -> None:
+    """OmniQuant (or RTN) int-k qparams for the LM's decoder Linears -> RUN_DIR/calibrate/.
+
+    Data parallel: `qslaw-pipe calibrate --nproc N ...`, or `torchrun --nproc-per-node N -m qslaw_pipe calibrate ...`."""
+    cli.relaunch_under_torchrun(nproc)
     cli.quiet_libraries()
     flags.update(
         bits=int(bits) if bits else None,
@@ -64,6 +68,8 @@ def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rule
     )
     cfg = merge_recipe(CalibrateConfig, recipe, flags)
     result = run(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return
     m = result.artifact.metrics
     blocks = "".join(
         f"\n  block {b['block']:2d}: loss {b['loss_before']:.3e} -> {b['loss_after']:.3e}"

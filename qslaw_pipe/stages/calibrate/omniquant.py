@@ -7,6 +7,12 @@ output, then freeze.
 
 Resume: after every block its qparams and both activation caches go to `resume/` in the partial
 directory; an interrupted run continues at the first unfinished block and ends with the same tensors.
+
+Under torchrun the calibration samples are split over the ranks (sample i on rank i mod N): each rank
+captures and carries only its share of the activations, every step draws the same global minibatch, each
+rank's loss is its share of the global MSE, and the clipping gradients are summed over the ranks before
+AdamW, so every rank holds the single-process clipping. Each rank keeps its own activation cache for resume
+(`state-<rank>-of-<N>`): an interrupted run resumes with the same number of processes.
 """
 
 from pathlib import Path
@@ -18,7 +24,7 @@ from tqdm import tqdm
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
-from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.device import Compute, resolve
 from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
@@ -26,8 +32,14 @@ from qslaw_pipe.stages.calibrate.capture import capture_block_inputs, run_block
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.mse_loss(a, b)
+def _squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).sum()
+
+
+def _local_rows(idx: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of global sample indices `idx` (global sample g lives on rank g mod N, row g // N)."""
+    mine = idx[idx % distributed.world() == distributed.rank()]
+    return mine // distributed.world()
 
 
 def _move(obj, device: torch.device):
@@ -82,15 +94,20 @@ def calibrate_block(
         with compute.autocast():
             return functional_call(block, weights, (x.to(dev, non_blocking=True),), kwargs)
 
-    def loss_of(fn, inputs, targets, rows) -> torch.Tensor:
-        return _mse(fn(inputs[rows]).float(), targets[rows].to(dev, non_blocking=True))
+    n_global = int(distributed.sum_all([float(len(q_in))])[0])
+    row_size = q_in[0].numel()
+
+    def loss_of(fn, inputs, targets, rows, n_rows: int) -> torch.Tensor:
+        """This rank's share of the MSE over a global minibatch of `n_rows` samples."""
+        if torch.is_tensor(rows) and rows.numel() == 0:
+            return torch.zeros((), device=dev)
+        error = _squared_error(fn(inputs[rows]).float(), targets[rows].to(dev, non_blocking=True))
+        return error / (n_rows * row_size)
 
     def mean_loss(fn, inputs, targets) -> float:
         with torch.no_grad():
-            total = sum(
-                loss_of(fn, inputs, targets, b).item() * len(inputs[b]) for b in _batches(len(inputs), bs)
-            )
-        return total / len(inputs)
+            mine = sum(loss_of(fn, inputs, targets, b, n_global).item() for b in _batches(len(inputs), bs))
+        return distributed.sum_all([mine])[0]
 
     with torch.no_grad(), compute.autocast():
         fp_out = _host(
@@ -100,24 +117,27 @@ def calibrate_block(
     params = [p for q in quantizers.values() for p in q.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + index)
-    steps = range(cfg.epochs * ((len(q_in) + bs - 1) // bs))
+    steps = range(cfg.epochs * ((n_global + bs - 1) // bs))
     progress = tqdm(steps, desc=f"block {index:2d}", leave=False, disable=not bar)
     order = iter(())
     for _ in progress:
         idx = next(order, None)
         if idx is None:
-            order = iter(torch.randperm(len(q_in), generator=gen).split(bs))
+            order = iter(torch.randperm(n_global, generator=gen).split(bs))
             idx = next(order)
-        loss = loss_of(q_forward, q_in, fp_out, idx)
-        if not torch.isfinite(loss):
+        loss = loss_of(q_forward, q_in, fp_out, _local_rows(idx), len(idx))
+        value = distributed.sum_all([loss.item()])[0]
+        if not torch.isfinite(torch.tensor(value)):
             raise QslawError(
-                f"calibration diverged: block {index}'s loss is {loss.item()} (earlier blocks are kept for resume)",
+                f"calibration diverged: block {index}'s loss is {value} (earlier blocks are kept for resume)",
                 "lower --lr and run again",
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss.requires_grad:
+            loss.backward()
+        distributed.sum_grads(params)
         opt.step()
-        progress.set_postfix(loss=f"{loss.item():.3e}")
+        progress.set_postfix(loss=f"{value:.3e}")
     qparams = {}
     with torch.no_grad():
         for n, q in quantizers.items():
@@ -150,13 +170,19 @@ def omniquant(
     layers = modules.decoder_layers(lm.model)
     prefix = modules.module_name(lm.model, layers)
     resume_dir.mkdir(exist_ok=True)
-    state_path = resume_dir / "state.safetensors"
+    state_path = resume_dir / (
+        f"state-{distributed.rank()}-of-{distributed.world()}.safetensors"
+        if distributed.active()
+        else "state.safetensors"
+    )
     torch.manual_seed(cfg.seed)
-    batches = calibration_batches(lm, cfg, text_path)
+    batches = distributed.shard(calibration_batches(lm, cfg, text_path))
+    _check_resumable(resume_dir, state_path)
     if state_path.is_file():
         _, kwargs = capture_block_inputs(lm.model, batches[:1])
         state, header = load_tensors(state_path)
         fp_in, q_in, start = state["fp_in"], state["q_in"], header["next_block"]
+        distributed.agree("resume point", start, "pass --force to start the calibration over")
     else:
         fp_in, kwargs = capture_block_inputs(lm.model, batches)
         q_in, start = fp_in.clone(), 0
@@ -179,11 +205,24 @@ def omniquant(
                 for n, ts in qp.items()
                 for k, t in zip(("delta", "zero_point", "lwc_upper", "lwc_lower"), ts, strict=True)
             }
-            save_tensors(block_file, saved, {"losses": loss})
+            if distributed.is_main():
+                save_tensors(block_file, saved, {"losses": loss})
             save_tensors(state_path, {"fp_in": fp_in, "q_in": q_in}, {"next_block": i + 1})
+            distributed.barrier()  # every rank's cache is at block i + 1 before the next block starts
             losses.append(loss)
         for n in local:
             results[f"{prefix}.{i}.{n}"] = tuple(
                 saved[f"{n}.{k}"] for k in ("delta", "zero_point", "lwc_upper", "lwc_lower")
             )
+    distributed.barrier()  # no rank still writes resume/ when rank 0 removes it
     return results, losses
+
+
+def _check_resumable(resume_dir: Path, state_path: Path) -> None:
+    """A run interrupted at another number of processes cannot resume here: its caches are split otherwise."""
+    states = sorted(p.name for p in resume_dir.glob("state*.safetensors"))
+    if states and state_path.name not in states:
+        raise QslawError(
+            f"{resume_dir} holds an interrupted calibration of another number of processes ({states[0]})",
+            "resume with that number of processes (--nproc), or pass --force to start over",
+        )

@@ -2,8 +2,11 @@
 
 omniquant: learnable clipping, block-wise reconstruction (omniquant.py); rtn: min-max round-to-nearest,
 in the same artifact format: `R/calibrate/qparams.safetensors` (pipeline/qparams.py) and targets.json.
+Under torchrun (`calibrate --nproc N`) the calibration samples are split over the ranks (omniquant.py) and
+rank 0 writes the artifact.
 """
 
+import dataclasses
 import json
 import shutil
 import time
@@ -11,7 +14,8 @@ from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.quant import rtn_qparams
-from qslaw_pipe.pipeline.artifact import StageResult, run_stage
+from qslaw_pipe.pipeline import distributed
+from qslaw_pipe.pipeline.artifact import StageResult, identity, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.model import load_model
@@ -25,6 +29,8 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
     """Compute qparams for every targeted Linear and write `out/qparams.safetensors`; returns metrics."""
     start = time.perf_counter()
     compute = resolve(cfg.device, cfg.dtype)
+    compute = dataclasses.replace(compute, device=distributed.init(compute.device))
+    distributed.agree("model", identity(model_dir), "give every rank the same --model")
     lm = load_model(model_dir)
     decisions = resolve_targets(lm.model, [parse_rule(r) for r in cfg.rules])
     targets = quantized_names(decisions)
@@ -44,16 +50,18 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
             tensors.update(
                 {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
             )
-    write_qparams(out, tensors, cfg.bits, group_sizes, cfg.method)
-    (out / "targets.json").write_text(json.dumps(decisions, indent=1))
-    if (out / "resume").exists():
-        shutil.rmtree(out / "resume")
+    if distributed.is_main():
+        write_qparams(out, tensors, cfg.bits, group_sizes, cfg.method)
+        (out / "targets.json").write_text(json.dumps(decisions, indent=1))
+        if (out / "resume").exists():
+            shutil.rmtree(out / "resume")
     return {
         "layers": len(targets),
         "blocks": losses,
         "calibration_s": round(time.perf_counter() - start, 2),
         **compute.record(),
         "peak_gpu_mb": compute.peak_memory_mb(),
+        "world_size": distributed.world(),
     }
 
 
@@ -61,13 +69,16 @@ def run(
     cfg: CalibrateConfig, run_dir: Path, model_dir: Path, text_path: Path, force=False, bar=True
 ) -> StageResult:
     """R/calibrate/ from the model at `model_dir` and the text corpus (reused, refused or resumed
-    under the run-directory contract); `bar` shows progress bars."""
+    under the run-directory contract); `bar` shows progress bars. Under torchrun every rank calibrates its
+    share of the samples; rank 0 returns the StageResult, the others None."""
     inputs = {"model": model_dir, "text": text_path}
-    return run_stage(
-        run_dir,
-        "calibrate",
-        config_to_dict(cfg),
-        inputs,
-        lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar),
-        force=force,
+    distributed.init(resolve(cfg.device, cfg.dtype).device)
+    if cfg.method == "omniquant" and cfg.nsamples < distributed.world():
+        raise QslawError(
+            f"--nsamples {cfg.nsamples} is smaller than the {distributed.world()} ranks",
+            "use at least one calibration sample per process",
+        )
+    return distributed.run_ranked(
+        lambda work: run_stage(run_dir, "calibrate", config_to_dict(cfg), inputs, work, force=force),
+        lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar and distributed.is_main()),
     )

@@ -99,8 +99,18 @@ class StepSampler:
         return out
 
 
-def collate(examples: list[Example], pad_id: int) -> dict:
-    """Right-padded batch: input_ids, attention_mask, labels [B, L]; pixel_values for the images."""
+def modality_totals(examples: list[Example]) -> dict[str, tuple[int, int]]:
+    """{modality: (samples, scored tokens)} of a (global) batch: what the batch loss normalizes by."""
+    totals: dict[str, tuple[int, int]] = {}
+    for e in examples:
+        n, tokens = totals.get(e.modality, (0, 0))
+        totals[e.modality] = (n + 1, tokens + int((e.labels[1:] != IGNORE).sum()))
+    return totals
+
+
+def collate(examples: list[Example], pad_id: int, whole: list[Example] | None = None) -> dict:
+    """Right-padded batch: input_ids, attention_mask, labels [B, L]; pixel_values for the images; `totals`
+    of the whole global batch `whole` that `examples` are one rank's share of (default: themselves)."""
     length = max(e.input_ids.numel() for e in examples)
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE)
@@ -112,7 +122,8 @@ def collate(examples: list[Example], pad_id: int) -> dict:
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
-        "is_text": torch.tensor([e.modality == "text" for e in examples]),
+        "is_text": torch.tensor([e.modality == "text" for e in examples], dtype=torch.bool),
+        "totals": modality_totals(examples if whole is None else whole),
     }
     pixels = [e.pixel_values for e in examples if e.pixel_values is not None]
     if pixels:

@@ -7,7 +7,7 @@ from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path
 from qslaw_pipe.pipeline.model import resolve_model
 from qslaw_pipe.pipeline.tuned import METHODS
-from qslaw_pipe.stages.tune.config import DEFAULT_LR, TuneConfig
+from qslaw_pipe.stages.tune.config import BACKWARD_WEIGHTS, DEFAULT_LR, TuneConfig
 from qslaw_pipe.stages.tune.stage import run
 
 C = TuneConfig
@@ -50,11 +50,22 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 @cli.field_option(
     C, "grad_checkpoint", "Recompute each decoder layer's activations in backward (less memory)."
 )
+@cli.field_option(
+    C,
+    "backward_weights",
+    "Quantized weights in backward: keep (saved from forward: faster, two weight-sized tensors per layer "
+    "held during a step), rebuild (recomputed: least memory), auto (keep on the CPU, rebuild on CUDA).",
+    type=click.Choice(BACKWARD_WEIGHTS),
+)
 @cli.compute_options(C)
+@cli.nproc_option
 @cli.text_option
 @cli.stage_options
-def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, **flags) -> None:
-    """Instruction-tune RUN_DIR's quantized model (or a baseline) on image QA -> RUN_DIR/tune/."""
+def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, nproc, **flags) -> None:
+    """Instruction-tune RUN_DIR's quantized model (or a baseline) on image QA -> RUN_DIR/tune/.
+
+    Data parallel: `qslaw-pipe tune --nproc N ...`, or `torchrun --nproc-per-node N -m qslaw_pipe tune ...`."""
+    cli.relaunch_under_torchrun(nproc)
     cli.quiet_libraries()
     if no_warmup:
         flags["warmup_steps"] = 0
@@ -62,6 +73,8 @@ def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, **
         flags["mix_ratio"] = "1:0"
     cfg = merge_recipe(TuneConfig, recipe, flags)
     result = run(cfg, run_dir, resolve_model(model), text or default_text_path(), force)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return
     m = result.artifact.metrics
     what = f"{cfg.method}, {m['steps']} steps, {m['trainable_params']:,} trained values"
     details = (

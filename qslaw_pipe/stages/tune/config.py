@@ -8,6 +8,7 @@ from qslaw_pipe.pipeline.device import check_placement
 from qslaw_pipe.pipeline.tuned import METHODS
 from qslaw_pipe.stages.tune.batches import parse_mix
 
+BACKWARD_WEIGHTS = ("auto", "keep", "rebuild")
 DEFAULT_LR = {"qslaw": 5e-3, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4, "projector": 0.0}
 
 
@@ -31,6 +32,7 @@ class TuneConfig:
     seed: int = 0
     compile: bool = True
     grad_checkpoint: bool = False
+    backward_weights: str = "auto"
     image_folder: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -56,6 +58,16 @@ class TuneConfig:
                 "use finite values in [0, 1]",
             )
         parse_mix(self.mix_ratio)
+        if self.backward_weights not in BACKWARD_WEIGHTS:
+            raise QslawError(
+                f"invalid --backward-weights {self.backward_weights}",
+                f"use one of {', '.join(BACKWARD_WEIGHTS)}",
+            )
+
+    @property
+    def keep_weights(self) -> bool | None:
+        """QslawLinear's keep: None (auto) decides by device."""
+        return None if self.backward_weights == "auto" else self.backward_weights == "keep"
 
     @property
     def resolved_lm_lr(self) -> float:

@@ -35,9 +35,11 @@ def prepare_method(
     lora_alpha: int = 32,
     compiled: bool = False,
     compute_dtype: torch.dtype = torch.float32,
+    keep: bool = False,
 ) -> None:
     """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes.
-    Trainable tensors are fp32 (master weights); frozen ones keep the dtype they were loaded in."""
+    Trainable tensors are fp32 (master weights); frozen ones keep the dtype they were loaded in.
+    `keep`: quantized layers save their weights from forward for backward (QslawLinear)."""
     if method not in METHODS:
         raise QslawError(f"unknown --method {method}", f"use one of {', '.join(METHODS)}")
     model.requires_grad_(False)
@@ -46,7 +48,7 @@ def prepare_method(
             raise QslawError(
                 f"--method {method} needs a calibrate artifact", "run `qslaw-pipe calibrate` first"
             )
-        attach_qslaw(model, {n: qparams[n] for n in names}, trainable=method == "qslaw", compiled=compiled)
+        attach_qslaw(model, {n: qparams[n] for n in names}, method == "qslaw", compiled, keep)
     elif method == "fp":
         modules.decoder(model).requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)
@@ -66,16 +68,19 @@ def build_method_model(
     lora_alpha: int = 32,
     compiled: bool = False,
     compute: Compute | None = None,
+    keep: bool | None = None,
 ) -> LoadedModel:
     """The base model at `model_dir` on `compute`'s device turned into `method`'s trainable form: frozen
-    weights in the compute dtype (fp trains fp32 master weights under autocast instead)."""
+    weights in the compute dtype (fp trains fp32 master weights under autocast instead). `keep` None:
+    quantized weights kept from forward to backward on the CPU, rebuilt on CUDA (memory)."""
     compute = compute or resolve("cpu", "fp32")
     lm = load_model(model_dir, torch.float32 if method in FULL_PRECISION else compute.dtype, compute.device)
     if not lm.multimodal:
         raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     qparams = load_qparams(calib) if calib is not None else None
     names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
-    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled, compute.dtype)
+    keep = not compute.cuda if keep is None else keep
+    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled, compute.dtype, keep)
     return lm
 
 

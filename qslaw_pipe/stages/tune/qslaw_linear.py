@@ -2,7 +2,9 @@
 
 Swapping it in keeps the frozen weight once, grouped [out, n_groups, group_size], in the dtype it was
 loaded in (fp32 on the CPU; the compute dtype, e.g. bf16, on a GPU: 2 bytes per weight), with `delta`,
-`zp`, the bias and `scale` [out, n_groups] fp32 (init 1).
+`zp`, the bias and `scale` [out, n_groups] fp32 (init 1). `keep` saves W_q and the scale-gradient
+coefficients from forward for backward (faster; two weight-sized tensors per layer held during a step)
+instead of rebuilding them (kernels/qslaw.QslawLinearFunction).
 """
 
 import torch
@@ -14,9 +16,16 @@ from qslaw_pipe.pipeline.qparams import LayerQParams
 
 
 class QslawLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, q: LayerQParams, trainable: bool = True, compiled: bool = False):
+    def __init__(
+        self,
+        linear: nn.Linear,
+        q: LayerQParams,
+        trainable: bool = True,
+        compiled: bool = False,
+        keep: bool = False,
+    ):
         super().__init__()
-        self.compiled = compiled
+        self.compiled, self.keep = compiled, keep
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits, self.group_size = q.bits, q.group_size
         device = linear.weight.device
@@ -38,6 +47,7 @@ class QslawLinear(nn.Module):
             self.bits,
             self.in_features,
             self.compiled,
+            self.keep,
         )
 
     @torch.no_grad()
@@ -47,12 +57,16 @@ class QslawLinear(nn.Module):
 
 
 def attach_qslaw(
-    model: nn.Module, qparams: dict[str, LayerQParams], trainable: bool = True, compiled: bool = False
+    model: nn.Module,
+    qparams: dict[str, LayerQParams],
+    trainable: bool = True,
+    compiled: bool = False,
+    keep: bool = False,
 ) -> dict[str, QslawLinear]:
     """Replace every Linear named in `qparams` by a QslawLinear, in place."""
     swapped = {}
     for name, q in qparams.items():
-        module = QslawLinear(model.get_submodule(name), q, trainable, compiled)
+        module = QslawLinear(model.get_submodule(name), q, trainable, compiled, keep)
         model.set_submodule(name, module)
         swapped[name] = module
     return swapped

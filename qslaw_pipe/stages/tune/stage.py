@@ -8,12 +8,19 @@ in the same loop on the same batches.
 
 Artifact `R/tune/`: trainable.safetensors (scales + projector, LoRA + projector, or LM + projector),
 metrics.csv, loss.png. Checkpoints live in the partial directory and are dropped once finished.
+
+Under torchrun (`torchrun --nproc-per-node N -m qslaw_pipe tune ...` or `tune --nproc N`) every rank loads
+the model and trains on its share of each global batch (loop.py); the ranks first check that they loaded
+the same model and calibrate artifact, and rank 0 alone writes (pipeline/distributed.run_ranked).
 """
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
+from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline import distributed
 from qslaw_pipe.pipeline.artifact import StageResult, identity, read_artifact, run_stage, stage_dir
 from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.data.sets import load_train_samples
@@ -40,14 +47,20 @@ def tune(
     bar: bool = True,
 ) -> dict:
     """Train `cfg.method`, write trainable.safetensors, metrics.csv and loss.png into `out`; returns metrics."""
+    compute = resolve(cfg.device, cfg.dtype)
+    compute = dataclasses.replace(compute, device=distributed.init(compute.device))
+    fix = "give every rank the same --model and run directory (a shared file system across nodes)"
+    distributed.agree("model", identity(model_dir), fix)
     calib = (
         read_artifact(run_dir, "calibrate", model_sha=identity(model_dir))
         if cfg.method in QUANTIZED
         else None
     )
-    compute = resolve(cfg.device, cfg.dtype)
+    distributed.agree("calibrate artifact", identity(calib.path) if calib else None, fix)
     torch.manual_seed(cfg.seed)
-    lm = build_method_model(model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile, compute)
+    lm = build_method_model(
+        model_dir, cfg.method, calib, cfg.lora_rank, cfg.lora_alpha, cfg.compile, compute, cfg.keep_weights
+    )
     if cfg.grad_checkpoint:
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mix = parse_mix(cfg.mix_ratio)
@@ -67,10 +80,11 @@ def tune(
     )
     rows = train(lm, sampler, cfg, out, resuming, bar, compute)
     state = trainable_state(lm.model)
-    write_tuned(out, cfg.method, state)
-    write_metrics(out / METRICS_FILE, rows)
-    plot_losses(rows, cfg.warmup_steps, out / "loss.png", f"tune --method {cfg.method}")
-    (out / CHECKPOINT).unlink(missing_ok=True)
+    if distributed.is_main():
+        write_tuned(out, cfg.method, state)
+        write_metrics(out / METRICS_FILE, rows)
+        plot_losses(rows, cfg.warmup_steps, out / "loss.png", f"tune --method {cfg.method}")
+        (out / CHECKPOINT).unlink(missing_ok=True)
     timed = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
     return {
         "steps": cfg.steps,
@@ -84,6 +98,7 @@ def tune(
         if cfg.method in FULL_PRECISION
         else str(compute.dtype).removeprefix("torch."),
         "peak_gpu_mb": compute.peak_memory_mb(),
+        "world_size": distributed.world(),
     }
 
 
@@ -97,16 +112,19 @@ def run(
     stage: str = "tune",
 ) -> StageResult:
     """R/<stage>/ (tune, or align for the projector method) from the model at `model_dir` and the text
-    corpus (reused, refused or resumed under the run-directory contract); `bar` shows progress bars."""
+    corpus (reused, refused or resumed under the run-directory contract); `bar` shows progress bars.
+    Under torchrun: every rank trains, rank 0 returns the StageResult and the others None."""
     inputs = {"model": model_dir, "text": text_path}
     if cfg.method in QUANTIZED:
         read_artifact(run_dir, "calibrate")  # one-line error when it is missing
         inputs["calibrate"] = stage_dir(run_dir, "calibrate")
-    return run_stage(
-        run_dir,
-        stage,
-        config_to_dict(cfg),
-        inputs,
+    distributed.init(resolve(cfg.device, cfg.dtype).device)
+    if cfg.batch_size < distributed.world():
+        raise QslawError(
+            f"--batch-size {cfg.batch_size} is smaller than the {distributed.world()} ranks",
+            "use a batch size of at least the number of processes",
+        )
+    return distributed.run_ranked(
+        lambda work: run_stage(run_dir, stage, config_to_dict(cfg), inputs, work, force=force),
         lambda out, resuming: tune(model_dir, run_dir, text_path, cfg, out, resuming, bar),
-        force=force,
     )
