@@ -198,7 +198,18 @@ def test_single_process_loss_is_unchanged_by_sharding(setup, llava_dir):
     assert tn.TuneConfig().batch_size >= 2
 
 
-CALIBRATE = ["--method", "omniquant", "--bits", "3", "--group-size", "32", "--nsamples", "6", "--seqlen", "16"]
+CALIBRATE = [
+    "--method",
+    "omniquant",
+    "--bits",
+    "3",
+    "--group-size",
+    "32",
+    "--nsamples",
+    "6",
+    "--seqlen",
+    "16",
+]
 CALIBRATE += ["--epochs", "2", "--batch-size", "4", "--device", "cpu"]
 
 
@@ -218,3 +229,45 @@ def test_calibrate_in_two_processes_gives_the_single_process_qparams(llava_dir, 
     for k in one:
         torch.testing.assert_close(two[k].float(), one[k].float(), rtol=0, atol=1e-5, msg=k)
     assert '"world_size": 2' in (tmp_path / "two" / "calibrate" / "manifest.json").read_text()
+
+
+def test_a_dead_peer_is_an_error_within_the_timeout_not_a_hang(setup, llava_dir, corpus, tmp_path):
+    """Two ranks started by hand (no torchrun agent to stop the survivor): kill -9 of rank 1 mid-run makes
+    rank 0 fail within QSLAW_DIST_TIMEOUT plus start-up slack."""
+    import socket
+
+    run = _run_dir(setup, tmp_path / "r")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = _cli(setup, run, llava_dir, corpus, 1)
+    dist = {
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "QSLAW_DIST_TIMEOUT": "10",
+    }
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=_env(**dist, RANK=str(r), LOCAL_RANK=str(r)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    checkpoint = run / ".tune.partial" / "checkpoint.safetensors"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and procs[0].poll() is None:
+        time.sleep(0.02)
+    assert checkpoint.exists()
+    procs[1].kill()
+    killed = time.time()
+    try:
+        _, err = procs[0].communicate(timeout=60)
+    finally:
+        procs[0].kill()
+    assert procs[0].returncode != 0 and time.time() - killed < 60, err[-2000:]
+    assert "error: process 0 of 2 lost its peers at step" in err and "rerun the same command" in err
+    assert not (run / "tune").exists()

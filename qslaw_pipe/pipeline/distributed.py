@@ -114,6 +114,23 @@ def barrier() -> None:
         dist.barrier(group=_control)
 
 
+COMM_FAILURES = ("gloo", "NCCL", "nccl", "Connection", "connection", "Timed out", "timed out")
+
+
+def comm_failure(error: BaseException) -> bool:
+    """A collective's failure (a peer died, diverged or timed out): gloo raises plain RuntimeErrors."""
+    return active() and (isinstance(error, dist.DistError) or any(s in str(error) for s in COMM_FAILURES))
+
+
+def lost_peers(error: Exception, where: str) -> QslawError:
+    """The one-line error for a collective that failed: another process died, diverged or timed out."""
+    first = str(error).strip().splitlines()[0][:160]
+    return QslawError(
+        f"process {rank()} of {world()} lost its peers at {where} ({first})",
+        "see the other processes' messages, then rerun the same command: it resumes from the last checkpoint",
+    )
+
+
 def shard(items: list, r: int | None = None, n: int | None = None) -> list:
     """Rank r's share of a global batch: items r, r + n, r + 2n, ..."""
     r, n = rank() if r is None else r, world() if n is None else n

@@ -126,7 +126,12 @@ def calibrate_block(
             order = iter(torch.randperm(n_global, generator=gen).split(bs))
             idx = next(order)
         loss = loss_of(q_forward, q_in, fp_out, _local_rows(idx), len(idx))
-        value = distributed.sum_all([loss.item()])[0]
+        try:
+            value = distributed.sum_all([loss.item()])[0]
+        except RuntimeError as e:
+            if not distributed.comm_failure(e):
+                raise
+            raise distributed.lost_peers(e, f"block {index}") from e
         if not torch.isfinite(torch.tensor(value)):
             raise QslawError(
                 f"calibration diverged: block {index}'s loss is {value} (earlier blocks are kept for resume)",

@@ -120,7 +120,12 @@ def train(
         t0 = time.perf_counter()
         examples = sampler.examples(step)
         batch = collate(distributed.shard(examples), pad, whole=examples)
-        value, parts = global_losses(*train_step(model, opt, batch, compute, ddp), ddp)
+        try:
+            value, parts = global_losses(*train_step(model, opt, batch, compute, ddp), ddp)
+        except RuntimeError as e:
+            if not distributed.comm_failure(e):
+                raise
+            raise distributed.lost_peers(e, f"step {step}") from e
         loss = torch.tensor(value)
         if not torch.isfinite(loss):
             kept = (
