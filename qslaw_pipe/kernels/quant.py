@@ -84,3 +84,14 @@ def dequantize_codes(
     """fp32 [out, in] from uint8 codes [out, in] and per-group delta, zp."""
     g = to_groups(codes.float(), group_size)
     return from_groups(delta.unsqueeze(-1) * (g - zp.unsqueeze(-1).float()), codes.shape[1])
+
+
+def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Activations x [..., features] fake-quantized per token (one asymmetric min-max range per row),
+    as W4A8-style simulations quantize a Linear's input; computed in fp32, returned in x's dtype."""
+    xf = x.float()
+    lo, hi = xf.amin(-1, keepdim=True).clamp(max=0), xf.amax(-1, keepdim=True).clamp(min=0)
+    delta = ((hi - lo) / (2**bits - 1)).clamp_min(1e-8)
+    zp = torch.round(-lo / delta)
+    q = torch.clamp(torch.round(xf / delta) + zp, 0, 2**bits - 1)
+    return (delta * (q - zp)).to(x.dtype)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qslaw_pipe.kernels.quant import fake_quant
+from qslaw_pipe.kernels.quant import fake_quant, fake_quant_per_token
 from qslaw_pipe.pipeline.artifact import Artifact
 from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
@@ -45,10 +45,23 @@ def load_qparams(artifact: Artifact) -> dict[str, LayerQParams]:
 
 
 @torch.no_grad()
+def quantize_inputs(model: nn.Module, names: list[str], bits: int) -> list:
+    """Simulated activation quantization: each named Linear's input fake-quantized per token at `bits`
+    (kernels/quant.fake_quant_per_token) by a forward pre-hook; returns the hooks (remove() undoes)."""
+    named = dict(model.named_modules())
+    return [
+        named[n].register_forward_pre_hook(lambda _m, args: (fake_quant_per_token(args[0], bits), *args[1:]))
+        for n in names
+    ]
+
+
 def apply_fake_quant(model: nn.Module, qparams: dict[str, LayerQParams]) -> nn.Module:
     """Replace each listed Linear's weight by its fake-quantized value, in place."""
     named = dict(model.named_modules())
     for name, q in qparams.items():
         linear = named[name]
-        linear.weight.copy_(fake_quant(linear.weight.float(), q.delta, q.zero_point, q.bits, q.group_size))
+        with torch.no_grad():
+            linear.weight.copy_(
+                fake_quant(linear.weight.float(), q.delta, q.zero_point, q.bits, q.group_size)
+            )
     return model

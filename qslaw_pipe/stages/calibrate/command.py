@@ -27,7 +27,13 @@ def _group(value: str) -> int:
     "(576 = 4x128 + 64).",
     type=click.Choice(["32", "64", "128", "per-channel"]),
 )
-@cli.field_option(C, "method", "omniquant (learned clipping) or rtn (min-max).", type=click.Choice(METHODS))
+@cli.field_option(
+    C,
+    "method",
+    "omniquant: learned clipping, one decoder layer at a time; qvlm: the same on blocks of consecutive layers "
+    "cut where the input entropy is high (Q-VLM); rtn: min-max.",
+    type=click.Choice(METHODS),
+)
 @cli.field_option(
     C,
     "calib",
@@ -43,6 +49,10 @@ def _group(value: str) -> int:
     "AdamW learning rate of the clipping logits (logits start at 4; a large rate lets few steps move them).",
 )
 @cli.field_option(C, "batch_size", "Sequences per step.")
+@cli.field_option(C, "max_block", "qvlm: most decoder layers reconstructed jointly (the search budget).")
+@cli.field_option(
+    C, "entropy_quantile", "qvlm: a layer whose input entropy reaches this quantile starts a new block."
+)
 @cli.field_option(C, "seed", "Seed of the sample order.")
 @cli.field_option(
     C,

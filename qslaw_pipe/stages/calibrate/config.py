@@ -9,7 +9,7 @@ from qslaw_pipe.pipeline.targeting import parse_rule
 
 BITS = (2, 3, 4, 8)
 GROUPS = (32, 64, 128, -1)
-METHODS = ("omniquant", "rtn")
+METHODS = ("omniquant", "qvlm", "rtn")
 CALIBS = ("text", "hybrid")
 
 
@@ -26,6 +26,8 @@ class CalibrateConfig:
     epochs: int = 3
     lr: float = 0.5
     batch_size: int = 4
+    max_block: int = 3
+    entropy_quantile: float = 0.5
     seed: int = 0
     rules: tuple[str, ...] = field(default_factory=tuple)
     device: str = "auto"
@@ -49,6 +51,13 @@ class CalibrateConfig:
                 "use a finite learning rate in (0, 10] and a positive batch size",
             ),
         ]
+        checks.append(
+            (
+                self.max_block >= 1 and 0 <= self.entropy_quantile <= 1,
+                f"--max-block {self.max_block} / --entropy-quantile {self.entropy_quantile}",
+                "use a block budget of at least 1 layer and a quantile in [0, 1]",
+            )
+        )
         for ok, what, fix in checks:
             if not ok:
                 raise QslawError(f"invalid {what}", fix)

@@ -160,6 +160,19 @@ def calibrate_block(
     return qparams, fp_out, q_out, {"block": index, "loss_before": before, "loss_after": after}
 
 
+class Span(torch.nn.Module):
+    """Consecutive decoder layers run as one block (what qvlm reconstructs jointly)."""
+
+    def __init__(self, layers: list[torch.nn.Module]):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+
+    def forward(self, hidden, **kwargs):
+        for layer in self.layers:
+            hidden = run_block(layer, hidden, kwargs)
+        return hidden
+
+
 def omniquant(
     lm,
     targets: list[str],
@@ -168,12 +181,16 @@ def omniquant(
     resume_dir: Path,
     bar: bool = True,
     compute: Compute | None = None,
+    spans: list[tuple[int, int]] | None = None,
+    batches: list[dict] | None = None,
 ):
     """Block-wise OmniQuant; returns ({layer: (delta, zp, upper, lower)}, per-block losses). The model
-    stays in host memory; each block visits `compute`'s device in turn."""
+    stays in host memory; each block visits `compute`'s device in turn. `spans` [(first, end), ...]: the
+    blocks, each a run of consecutive decoder layers reconstructed jointly (default: one layer each)."""
     compute = compute or resolve("cpu", "fp32")
     layers = modules.decoder_layers(lm.model)
     prefix = modules.module_name(lm.model, layers)
+    spans = spans or [(i, i + 1) for i in range(len(layers))]
     resume_dir.mkdir(exist_ok=True)
     state_path = resume_dir / (
         f"state-{distributed.rank()}-of-{distributed.world()}.safetensors"
@@ -181,7 +198,7 @@ def omniquant(
         else "state.safetensors"
     )
     torch.manual_seed(cfg.seed)
-    batches = distributed.shard(calibration_batches(lm, cfg, text_path))
+    batches = distributed.shard(batches or calibration_batches(lm, cfg, text_path))
     _check_resumable(resume_dir, state_path)
     if state_path.is_file():
         _, kwargs = capture_block_inputs(lm.model, batches[:1])
@@ -194,17 +211,27 @@ def omniquant(
     if compute.cuda:
         fp_in, q_in = fp_in.pin_memory(), q_in.pin_memory()
     results, losses = {}, []
-    for i in range(len(layers)):
+    for i, (first, end) in enumerate(spans):
         block_file = resume_dir / f"block_{i:03d}.safetensors"
-        local = [t[len(f"{prefix}.{i}.") :] for t in targets if t.startswith(f"{prefix}.{i}.")]
+        block = layers[first] if end == first + 1 else Span(list(layers[first:end]))
+        names = {  # the targets in this block, by their name inside `block`
+            f"{j - first}.{t[len(f'{prefix}.{j}.') :]}" if end > first + 1 else t[len(f"{prefix}.{j}.") :]: t
+            for j in range(first, end)
+            for t in targets
+            if t.startswith(f"{prefix}.{j}.")
+        }
+        if end > first + 1:
+            names = {f"layers.{k}": v for k, v in names.items()}
+        local = list(names)
         if i < start:
             saved, header = load_tensors(block_file)
             losses.append(header["losses"])
         else:
-            layers[i].requires_grad_(False)
+            block.requires_grad_(False)
             qp, fp_in, q_in, loss = calibrate_block(
-                layers[i], local, fp_in, q_in, kwargs, cfg, i, bar, compute=compute
+                block, local, fp_in, q_in, kwargs, cfg, i, bar, compute=compute
             )
+            loss = {**loss, "layers": [first, end]}
             saved = {
                 f"{n}.{k}": t
                 for n, ts in qp.items()
@@ -216,7 +243,7 @@ def omniquant(
             distributed.barrier()  # every rank's cache is at block i + 1 before the next block starts
             losses.append(loss)
         for n in local:
-            results[f"{prefix}.{i}.{n}"] = tuple(
+            results[names[n]] = tuple(
                 saved[f"{n}.{k}"] for k in ("delta", "zero_point", "lwc_upper", "lwc_lower")
             )
     distributed.barrier()  # no rank still writes resume/ when rank 0 removes it

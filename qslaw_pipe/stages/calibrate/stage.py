@@ -1,6 +1,7 @@
 """Stage `calibrate`: int-k qparams (delta, zero point per group) for the LM's targeted Linears.
 
-omniquant: learnable clipping, block-wise reconstruction (omniquant.py); rtn: min-max round-to-nearest,
+omniquant: learnable clipping, block-wise reconstruction (omniquant.py); qvlm: the same on blocks of
+consecutive layers chosen by activation entropy, with entropy.png (qvlm.py); rtn: min-max round-to-nearest,
 in the same artifact format: `R/calibrate/qparams.safetensors` (pipeline/qparams.py) and targets.json.
 Under torchrun (`calibrate --nproc N`) the calibration samples are split over the ranks (omniquant.py) and
 rank 0 writes the artifact.
@@ -23,6 +24,8 @@ from qslaw_pipe.pipeline.qparams import write_qparams
 from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
 from qslaw_pipe.stages.calibrate.omniquant import omniquant
+from qslaw_pipe.stages.calibrate.plot import plot_entropy
+from qslaw_pipe.stages.calibrate.qvlm import qvlm
 
 
 def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path, bar: bool = True) -> dict:
@@ -38,14 +41,20 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
         raise QslawError("the targeting rules select no Linear layer", "check --rule patterns")
     named = dict(lm.model.named_modules())
     group_sizes = {t: layer_group_size(cfg, named[t].in_features) for t in targets}
-    tensors, losses = {}, []
+    tensors, losses, extra = {}, [], {}
     if cfg.method == "rtn":
         for t in targets:
             tensors[f"{t}.delta"], tensors[f"{t}.zero_point"] = rtn_qparams(
                 named[t].weight.detach(), cfg.bits, group_sizes[t]
             )
     else:
-        results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar, compute)
+        if cfg.method == "qvlm":
+            results, losses, info = qvlm(lm, targets, cfg, text_path, out / "resume", bar, compute)
+            extra = {"entropies": info["entropies"], "partition": info["spans"]}
+            if distributed.is_main():
+                plot_entropy(info["entropies"], info["spans"], losses, out / "entropy.png")
+        else:
+            results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar, compute)
         for t, (d, z, up, lo) in results.items():
             tensors.update(
                 {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
@@ -62,6 +71,7 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
         **compute.record(),
         "peak_gpu_mb": compute.peak_memory_mb(),
         "world_size": distributed.world(),
+        **extra,
     }
 
 

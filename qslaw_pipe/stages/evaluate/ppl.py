@@ -1,4 +1,5 @@
-"""`qslaw-pipe eval ppl`: held-out WikiText perplexity, full precision vs the calibrated fake-quant model."""
+"""`qslaw-pipe eval ppl`: held-out WikiText perplexity, full precision vs the calibrated fake-quant model.
+`--act-bits 8` also fake-quantizes every quantized Linear's input per token (W4A8-style settings, simulated)."""
 
 import copy
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import check_placement, resolve
 from qslaw_pipe.pipeline.model import load_model, resolve_model
-from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams, quantize_inputs
 from qslaw_pipe.stages.evaluate.perplexity import perplexity
 
 
@@ -22,6 +23,7 @@ class PplConfig:
     seqlen: int = 512
     windows: int = 32
     batch_size: int = 4
+    act_bits: int = 16
     device: str = "auto"
     dtype: str = "auto"
 
@@ -29,6 +31,10 @@ class PplConfig:
         check_placement(self.device, self.dtype)
         if self.seqlen < 2 or self.windows < 1 or self.batch_size < 1:
             raise QslawError("invalid --seqlen/--windows/--batch-size", "use positive values (seqlen >= 2)")
+        if not 2 <= self.act_bits <= 16:
+            raise QslawError(
+                f"invalid --act-bits {self.act_bits}", "use 2 to 16 (16: activations not quantized)"
+            )
 
 
 def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig) -> dict:
@@ -38,7 +44,10 @@ def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig
     compute = resolve(cfg.device, cfg.dtype)
     lm = load_model(model_dir)
     windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), cfg.seqlen, cfg.windows)
-    quant = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(calib))
+    qparams = load_qparams(calib)
+    quant = apply_fake_quant(copy.deepcopy(lm.model), qparams)
+    if cfg.act_bits < 16:
+        quantize_inputs(quant, sorted(qparams), cfg.act_bits)
     fp = perplexity(lm.model.to(compute.device, compute.dtype), windows, cfg.batch_size, "fp", compute)
     del lm
     q = perplexity(quant.to(compute.device, compute.dtype), windows, cfg.batch_size, "quantized", compute)
@@ -49,7 +58,9 @@ def evaluate_ppl(model_dir: Path, run_dir: Path, text_path: Path, cfg: PplConfig
         "windows": len(windows),
         "seqlen": cfg.seqlen,
         "split": "eval (second half)",
-        "quantizer": f"{c['method']} W{c['bits']} g{c['group_size']}",
+        "quantizer": f"{c['method']} W{c['bits']}"
+        + (f"A{cfg.act_bits}" if cfg.act_bits < 16 else "")
+        + f" g{c['group_size']}",
         **compute.record(),
     }
 
@@ -76,6 +87,9 @@ def run_ppl(
 @cli.field_option(PplConfig, "seqlen", "Tokens per window.")
 @cli.field_option(PplConfig, "windows", "Held-out windows scored (from the start of the second half).")
 @cli.field_option(PplConfig, "batch_size", "Windows per forward pass.")
+@cli.field_option(
+    PplConfig, "act_bits", "Simulated activation bits of the quantized Linears' inputs, per token (16: off)."
+)
 @cli.compute_options(PplConfig)
 @cli.text_option
 @cli.stage_options
