@@ -1,8 +1,10 @@
 """Benchmark: held-out WikiText perplexity of the default LM (SmolLM2-135M inside the default VLM) at
-W4 g128 and W3 g128 for full precision, RTN, ours (OmniQuant LWC) and a peer run on the same weights
-(torchao's HQQ solver, same groups), plus calibration wall time. Writes docs/results/calibrate.{json,md}.
+W4 g128 and W3 g128 for full precision, RTN, ours (OmniQuant LWC; Q-VLM's entropy blocks) and a peer run on
+the same weights (torchao's HQQ solver, same groups), plus calibration wall time. Writes
+docs/results/calibrate.{json,md}. `--methods` / `--bits` run a subset and keep the other rows of an earlier
+calibrate.json (each row says when and on which machine it was measured).
 
-    python bench/calibrate.py [--windows 32] [--nsamples 32] [--epochs 3]
+    python bench/calibrate.py [--windows 32] [--nsamples 32] [--epochs 3] [--methods rtn,omniquant,qvlm,hqq]
 """
 
 import argparse
@@ -59,16 +61,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=cal.CalibrateConfig.lr)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-calibrate")
+    ap.add_argument("--methods", default="rtn,omniquant,qvlm,hqq")
+    ap.add_argument("--bits", default="4,3")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    from qslaw_pipe.pipeline.sysinfo import machine_name
+
+    stamp = {"measured": time.strftime("%Y-%m-%d"), "device": machine_name("cpu")}
     quiet_libraries()
     model_dir, text_path = default_model_dir(), default_text_path()
     lm = load_model(model_dir)
     windows = token_chunks(lm.tokenizer, split_text(read_text(text_path), "eval"), 512, args.windows)
     names = quantized_names(resolve_targets(lm.model))
-    rows = [{"bits": 16, "method": "fp", "ppl": perplexity(lm.model, windows, 4, "fp"), "calib_s": 0.0}]
+    rows = [
+        {"bits": 16, "method": "fp", "ppl": perplexity(lm.model, windows, 4, "fp"), "calib_s": 0.0, **stamp}
+    ]
     print(rows[-1], flush=True)
-    for bits in (4, 3):
-        for method in ("rtn", "omniquant"):
+    for bits in (int(b) for b in args.bits.split(",")):
+        for method in [m for m in ("rtn", "omniquant", "qvlm") if m in methods]:
             cfg = cal.CalibrateConfig(
                 bits=bits,
                 group_size=128,
@@ -87,9 +97,13 @@ def main() -> None:
                     "method": method,
                     "ppl": perplexity(model, windows, 4, method),
                     "calib_s": art.metrics["calibration_s"],
+                    **stamp,
+                    **({"partition": art.metrics["partition"]} if method == "qvlm" else {}),
                 }
             )
             print(rows[-1], flush=True)
+        if "hqq" not in methods:
+            continue
         start = time.perf_counter()
         model = hqq_fake_quant(copy.deepcopy(lm.model), names, bits, 128)
         elapsed = time.perf_counter() - start
@@ -99,10 +113,21 @@ def main() -> None:
                 "method": "hqq (torchao)",
                 "ppl": perplexity(model, windows, 4, "hqq"),
                 "calib_s": elapsed,
+                **stamp,
             }
         )
         print(rows[-1], flush=True)
-    write(rows, args)
+    write(merge_earlier(rows), args)
+
+
+def merge_earlier(rows: list[dict]) -> list[dict]:
+    """This run's rows, plus the rows of docs/results/calibrate.json it did not redo (in bit-width order)."""
+    path = OUT / "calibrate.json"
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    done = {(r["bits"], r["method"]) for r in rows}
+    merged = rows + [r for r in earlier if (r["bits"], r["method"]) not in done]
+    order = ["fp", "rtn", "omniquant", "qvlm", "hqq (torchao)"]
+    return sorted(merged, key=lambda r: (-r["bits"], order.index(r["method"]) if r["method"] in order else 9))
 
 
 def write(rows, args) -> None:
@@ -117,23 +142,26 @@ def write(rows, args) -> None:
         "group_size": 128,
         "eval": f"WikiText-2 test, second half, first {args.windows} x 512-token windows",
         "calibration": f"first half, {args.nsamples} x 512 tokens, {args.epochs} epochs, lr {args.lr}",
-        "threads": torch.get_num_threads(),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "calibrate.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
+    partitions = [f"W{r['bits']}: {r['partition']}" for r in rows if r.get("partition")]
     lines = [
         "# Calibrate benchmark",
         "",
         "Produced by `python bench/calibrate.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".",
         "",
-        "| bits | method | held-out ppl | RTN gap recovered | calibration s |",
-        "|---|---|---|---|---|",
+        "| bits | method | held-out ppl | RTN gap recovered | calibration s | measured |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         rec = "" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%"
         lines.append(
-            f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} | {r['calib_s']:.1f} |"
+            f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} "
+            f"| {r['calib_s']:.1f} | {r.get('measured', 'earlier')}, {r.get('device', 'machine not recorded')} |"
         )
+    if partitions:
+        lines += ["", "qvlm blocks ([first, end) decoder layers): " + "; ".join(partitions)]
     (OUT / "calibrate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
