@@ -64,7 +64,7 @@ SHARES = {
 }
 
 
-def profile_shares(lm, opt, batch, compute) -> dict[str, float]:
+def profile_shares(lm, opt, compute, batch) -> dict[str, float]:
     """Share of one step's self CPU time per kind of op (the rest under 'other')."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--calibration", type=Path, default=ROOT / "runs" / "bench-accuracy" / "calibrate-w4")
     args = ap.parse_args()
     quiet_libraries()
+    # nine models in one process: every (dtype, kernel) pair compiles once, without hitting dynamo's limit
+    torch._dynamo.config.recompile_limit = 64
     calib = read_artifact(args.calibration, "calibrate")
     runs = {(m, v): build(m, v, calib) for m in METHODS for v in VARIANTS}
     lm0 = runs[METHODS[0], "plain"][0]

@@ -5,7 +5,7 @@ own decompressor into the transformers model, then on a few easy-VQA test images
 (relative to the folded model's largest logit) and greedy agreement over 32 new tokens. Writes
 docs/results/compressed_tensors.{json,md}.
 
-    python bench/compressed_tensors.py [--run-dir runs/default] [--images 4]
+    python bench/vllm_checkpoint_ct.py [--run-dir runs/default] [--images 4]
 """
 
 import argparse
@@ -88,7 +88,7 @@ def main() -> None:
     lines = [
         f"# compressed-tensors export vs the folded model ({machine})",
         "",
-        f"Produced by `python bench/compressed_tensors.py --images {args.images}` on `{args.run_dir.name}`'s fold: "
+        f"Produced by `python bench/vllm_checkpoint_ct.py --images {args.images}` on `{args.run_dir.name}`'s fold: "
         "`export --format compressed-tensors --dtype D`, read back through compressed-tensors' decompressor "
         f"into the transformers model; {args.images} easy-VQA test prompts; greedy agreement over {TOKENS} new tokens "
         "(per prompt).",

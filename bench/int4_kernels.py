@@ -3,7 +3,7 @@ on the default LM's Linear shapes (SmolLM2-135M: q/o 576x576, k/v 192x576, gate/
 576x1536) at M = 1 (decode) and M = 64 (prefill), group 128. The three ops are timed interleaved
 (round robin, median of per-call times), so machine noise hits them alike. Writes docs/results/kernels.{json,md}.
 
-    python bench/kernels.py [--reps 200]
+    python bench/int4_kernels.py [--reps 200]
 """
 
 import argparse
@@ -148,7 +148,9 @@ def write(rows, args) -> None:
     lines = [
         "# Kernels benchmark (CPU)",
         "",
-        "Produced by `python bench/kernels.py`. " + "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".",
+        "Produced by `python bench/int4_kernels.py`. "
+        + "; ".join(f"{k}: {v}" for k, v in setup.items())
+        + ".",
         "Median microseconds per call, the three ops timed round robin in one run.",
         "",
         "| layer | N x K | M | ours (ai.qslaw) | MatMulNBits | fp32 MatMul | ours / MatMulNBits | ours max rel err |",

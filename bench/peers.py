@@ -1,0 +1,105 @@
+"""Benchmark: peers on the calibrate table's model, data and held-out windows (issue: the calibration table
+against real peers). Each peer runs in its own environment, built here when missing:
+
+  llm-compressor GPTQ  ($QSLAW_CACHE/venv-peers: torch 2.13 from the local wheel, llmcompressor 0.14.0.1,
+                        which pins transformers <= 5.17 and compressed-tensors 0.19, hence its own venv)
+
+Our side writes WORK/lm (the default VLM's language model as a causal LM), WORK/tokens.pt (the calibration
+chunks and the held-out windows of bench/calibrate.py, tokenized by our code) and calls
+bench/peer_llmcompressor.py with the peer's interpreter. compressed-tensors needs every width to be a
+multiple of the group, and SmolLM2's 576 is not one of 128: the peer runs with groups of 64 (more scales
+than our g128: the table says so). Rows join docs/results/calibrate.{json,md} (bench/calibrate.py's table).
+
+    python bench/peers.py [--bits 4,3] [--nsamples 32] [--windows 32]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PACKAGES = ["torch==2.13.0", "llmcompressor==0.14.0.1"]
+
+
+def peer_python() -> Path:
+    from qslaw_pipe.paths import cache_root
+
+    venv = cache_root() / "venv-peers"
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return python
+
+
+def write_inputs(work: Path, nsamples: int, windows: int) -> None:
+    """The causal LM inside the default VLM, and the token chunks both sides use."""
+    from transformers import AutoModelForCausalLM
+
+    from qslaw_pipe.paths import default_model_dir
+    from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+    from qslaw_pipe.pipeline.model import load_model
+
+    lm = load_model(default_model_dir())
+    text = read_text(default_text_path())
+    tokens = {
+        "calib": token_chunks(lm.tokenizer, split_text(text, "calib"), 512, nsamples),
+        "windows": token_chunks(lm.tokenizer, split_text(text, "eval"), 512, windows),
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save(tokens, work / "tokens.pt")
+    causal = AutoModelForCausalLM.from_config(lm.model.config.get_text_config(), dtype=torch.float32)
+    decoder = lm.model.get_decoder()
+    causal.model.load_state_dict(decoder.state_dict())
+    causal.lm_head.load_state_dict(lm.model.get_output_embeddings().state_dict())
+    causal.save_pretrained(work / "lm")
+    lm.tokenizer.save_pretrained(work / "lm")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bits", default="4,3")
+    ap.add_argument("--group", type=int, default=64)
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--windows", type=int, default=32)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-peers")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from calibrate import merge_earlier, write
+
+    from qslaw_pipe.pipeline.sysinfo import machine_name
+
+    python = peer_python()
+    write_inputs(args.work, args.nsamples, args.windows)
+    rows = []
+    for bits in (int(b) for b in args.bits.split(",")):
+        cmd = [str(python), str(ROOT / "bench" / "peer_llmcompressor.py"), "--work", str(args.work)]
+        done = subprocess.run(
+            [*cmd, "--bits", str(bits), "--group", str(args.group)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(
+            {
+                "bits": bits,
+                "method": f"llm-compressor GPTQ g{args.group}",
+                "ppl": result["ppl"],
+                "calib_s": result["calib_s"],
+                "measured": time.strftime("%Y-%m-%d"),
+                "device": machine_name("cpu"),
+            }
+        )
+        print(rows[-1], flush=True)
+    calibrate_args = argparse.Namespace(windows=args.windows, nsamples=args.nsamples, epochs=3, lr=0.5)
+    write(merge_earlier(rows), calibrate_args)
+
+
+if __name__ == "__main__":
+    main()
