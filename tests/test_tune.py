@@ -122,8 +122,8 @@ def test_interrupted_tune_resumes_to_identical_curve_and_tensors(
     run = _copy_calibration(calibrated, tmp_path / "cut")
     real = loop.save_checkpoint
 
-    def dies_after_saving(path, model, opt, sched, step, rows):  # as a crash right after step 4's checkpoint
-        real(path, model, opt, sched, step, rows)
+    def dies_after_saving(path, model, opt, sched, step, rows, **kw):  # a crash right after step 4 is saved
+        real(path, model, opt, sched, step, rows, **kw)
         if step >= 4:
             raise KeyboardInterrupt
 

@@ -36,7 +36,7 @@ PARTIAL_STATE = "partial.json"
 # where and how a stage computed is recorded, but it does not make an artifact another one: a run
 # calibrated on a GPU is reused (and resumed) on a CPU; fused or eager kernels, recomputed or kept
 # activations and weights compute the same values
-PLACEMENT_KEYS = ("device", "compile", "grad_checkpoint", "backward_weights")
+PLACEMENT_KEYS = ("device", "compile", "grad_checkpoint", "backward_weights", "shard")
 
 
 @dataclass(frozen=True)

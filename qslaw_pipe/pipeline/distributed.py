@@ -122,6 +122,22 @@ def comm_failure(error: BaseException) -> bool:
     return active() and (isinstance(error, dist.DistError) or any(s in str(error) for s in COMM_FAILURES))
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard (a collective: every rank calls it, in the same order)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole tensor laid out as `param` is: this rank's shard when `param` is an FSDP2 DTensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor) and value.shape == param.shape:
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value
+
+
 def lost_peers(error: Exception, where: str) -> QslawError:
     """The one-line error for a collective that failed: another process died, diverged or timed out."""
     first = str(error).strip().splitlines()[0][:160]

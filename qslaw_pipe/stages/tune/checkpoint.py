@@ -9,16 +9,22 @@ from pathlib import Path
 
 import torch
 
+from qslaw_pipe.pipeline.distributed import full, like
 from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows: list[dict]) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, scheduler, step: int, rows: list[dict], write: bool = True
+) -> None:
+    """Whole tensors whatever the sharding (under FSDP2 every rank gathers; `write` on one of them)."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    tensors = {f"model/{n}": p.detach().contiguous() for n, p in params.items()}
+    tensors = {f"model/{n}": full(p.detach()).contiguous() for n, p in params.items()}
     opt = optimizer.state_dict()
     for i, state in opt["state"].items():
         for key, value in state.items():
-            tensors[f"optim/{i}/{key}"] = value.detach().reshape(value.shape).contiguous()
+            tensors[f"optim/{i}/{key}"] = full(value.detach()).contiguous()
+    if not write:
+        return
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
@@ -38,12 +44,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     with torch.no_grad():
         for key, value in tensors.items():
             if key.startswith("model/"):
-                params[key[len("model/") :]].copy_(value)
+                param = params[key[len("model/") :]]
+                param.copy_(like(value, param))
+    ordered = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
             _, i, name = key.split("/", 2)
-            state.setdefault(int(i), {})[name] = value
+            state.setdefault(int(i), {})[name] = like(value, ordered[int(i)])
     optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
     scheduler.load_state_dict(header["scheduler"])
     torch.set_rng_state(tensors["rng/torch"])

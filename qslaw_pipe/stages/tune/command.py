@@ -57,6 +57,12 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
     "held during a step), rebuild (recomputed: least memory), auto (keep on the CPU, rebuild on CUDA).",
     type=click.Choice(BACKWARD_WEIGHTS),
 )
+@cli.field_option(
+    C,
+    "shard",
+    "With --nproc: FSDP2, every decoder layer's weights (frozen ones too), gradients and optimizer state split "
+    "over the processes (for models that do not fit one device); without it each process holds the model.",
+)
 @cli.compute_options(C)
 @cli.nproc_option
 @cli.text_option

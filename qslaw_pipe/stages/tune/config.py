@@ -33,6 +33,7 @@ class TuneConfig:
     compile: bool = True
     grad_checkpoint: bool = False
     backward_weights: str = "auto"
+    shard: bool = False
     image_folder: str | None = None
     device: str = "auto"
     dtype: str = "auto"

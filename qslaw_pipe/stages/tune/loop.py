@@ -80,6 +80,17 @@ def data_parallel(model):
     return DistributedDataParallel(wrapped, find_unused_parameters=True, broadcast_buffers=False)
 
 
+def fully_sharded(model):
+    """FSDP2 (`--shard`): every decoder layer's parameters (frozen ones too), gradients and optimizer state
+    split over the ranks, gathered layer by layer in forward and backward; returns the module whose forward
+    is the batch loss (gradients reduce-scattered as DDP's are all-reduced: averaged over the ranks)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in modules.decoder_layers(model):
+        fully_shard(layer)
+    return fully_shard(LossModule(model, touch_projector=True))
+
+
 def global_losses(loss: torch.Tensor, parts: dict[str, float], ddp) -> tuple[float, dict[str, float]]:
     """The whole batch's loss and per-modality means: this rank's shares summed over the ranks."""
     if ddp is None:
@@ -103,11 +114,12 @@ def train(
     """The training loop; returns the metric rows (step, loss, modality, lr, seconds, per-modality losses)."""
     model = lm.model
     model.train()
-    opt, sched = optimizer(model, cfg)
+    ddp = fully_sharded(model) if cfg.shard else None  # before the optimizer: it holds the shards
+    opt, sched = optimizer(model, cfg, fused=not cfg.shard)
     start, rows = 0, []
     if resuming and (out / CHECKPOINT).is_file():
         start, rows = load_checkpoint(out / CHECKPOINT, model, opt, sched)
-    ddp = data_parallel(model)
+    ddp = ddp or data_parallel(model)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     progress = tqdm(
         range(start, cfg.steps),
@@ -152,8 +164,8 @@ def train(
             }
         )
         progress.set_postfix(loss=f"{loss.item():.3f}", modality=modality)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and distributed.is_main():
-            save_checkpoint(out / CHECKPOINT, model, opt, sched, step + 1, rows)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(out / CHECKPOINT, model, opt, sched, step + 1, rows, write=distributed.is_main())
     model.eval()
     return rows
 

@@ -11,13 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qslaw_pipe.pipeline import modules
 from qslaw_pipe.stages.tune.batches import IGNORE
 
 
 def batch_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, {"multimodal": token-loss share, "text": ...}) for a batch from batches.collate; the shares
     are the modality's mean token loss in a single process and sum to it over the ranks."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values") if k in batch}
+    keys = (
+        ("inputs_embeds", "attention_mask") if "inputs_embeds" in batch else ("input_ids", "attention_mask")
+    )
+    inputs = {k: batch[k] for k in (*keys, "pixel_values") if k in batch}
     hidden = model.model(**inputs, use_cache=False).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     scored = labels != IGNORE
@@ -36,11 +40,19 @@ def batch_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 class LossModule(nn.Module):
-    """batch_loss as a module's forward: what DistributedDataParallel wraps to all-reduce gradients."""
+    """batch_loss as a module's forward: what DistributedDataParallel / FSDP2 wrap to reduce gradients.
+    `touch_projector`: a share without images adds 0 x the projector's weights to its token embeddings, so
+    every rank reduces a (zero) projector gradient, at the point of backward where an image would deliver it
+    (FSDP2 has no unused-parameter search, and its ranks must reduce their groups in the same order)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, touch_projector: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.touch_projector = model, touch_projector
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.touch_projector and "pixel_values" not in batch:
+            trainable = [p for p in modules.projector(self.model).parameters() if p.requires_grad]
+            embeds = self.model.get_input_embeddings()(batch["input_ids"])
+            touched = embeds + sum(0.0 * p.sum() for p in trainable).to(embeds.dtype)
+            batch = {**{k: v for k, v in batch.items() if k != "input_ids"}, "inputs_embeds": touched}
         return batch_loss(self.model, batch)

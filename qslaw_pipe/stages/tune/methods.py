@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.artifact import Artifact
 from qslaw_pipe.pipeline.device import Compute, resolve
 from qslaw_pipe.pipeline.model import LoadedModel, load_model
@@ -85,5 +85,10 @@ def build_method_model(
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trained tensors by parameter name (what the tune artifact stores)."""
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trained tensors by parameter name (what the tune artifact stores); whole tensors under FSDP2 (every
+    rank calls this)."""
+    return {
+        n: distributed.full(p.detach()).clone().contiguous()
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }

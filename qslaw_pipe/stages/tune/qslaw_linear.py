@@ -30,7 +30,9 @@ class QslawLinear(nn.Module):
         self.bits, self.group_size = q.bits, q.group_size
         device = linear.weight.device
         delta = q.delta.float().to(device)
-        self.register_buffer("w_groups", to_groups(linear.weight.detach(), q.group_size).contiguous())
+        # a frozen parameter, not a buffer: FSDP2 (`tune --shard`) shards parameters only
+        grouped = to_groups(linear.weight.detach(), q.group_size).contiguous()
+        self.w_groups = nn.Parameter(grouped, requires_grad=False)
         self.register_buffer("delta", delta)
         self.register_buffer("zp", q.zero_point.float().to(device))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())

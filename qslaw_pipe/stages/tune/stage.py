@@ -119,6 +119,8 @@ def run(
         read_artifact(run_dir, "calibrate")  # one-line error when it is missing
         inputs["calibrate"] = stage_dir(run_dir, "calibrate")
     distributed.init(resolve(cfg.device, cfg.dtype).device)
+    if cfg.shard and not distributed.active():
+        raise QslawError("--shard splits the model over processes, and this is one", "add --nproc N (N >= 2)")
     if cfg.batch_size < distributed.world():
         raise QslawError(
             f"--batch-size {cfg.batch_size} is smaller than the {distributed.world()} ranks",
