@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -46,7 +47,7 @@ def main() -> None:
         times[nproc] += tune(args.calibration, args.runs / f"{i}-{nproc}", nproc, args.steps, args.batch_size)
     step = {n: statistics.mean(v) for n, v in times.items()}
     ratio = step[2] / step[1]
-    machine = machine_name("cpu").replace(", 1 threads", "")
+    machine = re.sub(r", \d+ threads", ", 1 core per process", machine_name("cpu"))
     result = {
         "device": machine,
         "steps": args.steps,
