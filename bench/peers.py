@@ -3,6 +3,8 @@ against real peers). Each peer runs in its own environment, built here when miss
 
   llm-compressor GPTQ  ($QSLAW_CACHE/venv-peers: torch 2.13 from the local wheel, llmcompressor 0.14.0.1,
                         which pins transformers <= 5.17 and compressed-tensors 0.19, hence its own venv)
+  AutoRound            (the same venv: llmcompressor pins auto-round 0.15.1); `--autoround-iters` per block
+                        (its default 200; its "light" preset 50)
 
 Our side writes WORK/lm (the default VLM's language model as a causal LM), WORK/tokens.pt (the calibration
 chunks and the held-out windows of bench/calibrate.py, tokenized by our code) and calls
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-peers")
+    ap.add_argument("--peers", default="gptq,autoround")
+    ap.add_argument("--autoround-iters", type=int, default=200)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from calibrate import merge_earlier, write
@@ -76,27 +80,34 @@ def main() -> None:
 
     python = peer_python()
     write_inputs(args.work, args.nsamples, args.windows)
+    scripts = {
+        "gptq": ("peer_llmcompressor.py", [], f"llm-compressor GPTQ g{args.group}"),
+        "autoround": (
+            "peer_autoround.py",
+            ["--iters", str(args.autoround_iters)],
+            f"AutoRound {args.autoround_iters} iters g{args.group}",
+        ),
+    }
     rows = []
-    for bits in (int(b) for b in args.bits.split(",")):
-        cmd = [str(python), str(ROOT / "bench" / "peer_llmcompressor.py"), "--work", str(args.work)]
-        done = subprocess.run(
-            [*cmd, "--bits", str(bits), "--group", str(args.group)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append(
-            {
-                "bits": bits,
-                "method": f"llm-compressor GPTQ g{args.group}",
-                "ppl": result["ppl"],
-                "calib_s": result["calib_s"],
-                "measured": time.strftime("%Y-%m-%d"),
-                "device": machine_name("cpu"),
-            }
-        )
-        print(rows[-1], flush=True)
+    for peer in args.peers.split(","):
+        script, extra, name = scripts[peer]
+        for bits in (int(b) for b in args.bits.split(",")):
+            cmd = [str(python), str(ROOT / "bench" / script), "--work", str(args.work), *extra]
+            cmd += ["--bits", str(bits), "--group", str(args.group)]
+            result = json.loads(
+                subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            )
+            rows.append(
+                {
+                    "bits": bits,
+                    "method": name,
+                    "ppl": result["ppl"],
+                    "calib_s": result["calib_s"],
+                    "measured": time.strftime("%Y-%m-%d"),
+                    "device": machine_name("cpu"),
+                }
+            )
+            print(rows[-1], flush=True)
     calibrate_args = argparse.Namespace(windows=args.windows, nsamples=args.nsamples, epochs=3, lr=0.5)
     write(merge_earlier(rows), calibrate_args)
 

@@ -1,0 +1,65 @@
+"""One AutoRound run inside the peers' environment (bench/peers.py builds it and calls this script).
+
+Same inputs as bench/peer_llmcompressor.py (WORK/lm, WORK/tokens.pt): AutoRound (sign-gradient rounding and
+clipping, its defaults: 200 iterations per block) at W<bits>, asymmetric, groups of <group>, calibrated on our
+chunks, saved in its `fake` format (dequantized weights) and scored on the held-out windows. One JSON line.
+
+    PEER_PYTHON bench/peer_autoround.py --work runs/bench-peers --bits 3 --group 64
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# this folder's scripts must not shadow the peer's packages
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from peer_llmcompressor import perplexity  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--bits", type=int, required=True)
+    ap.add_argument("--group", type=int, required=True)
+    ap.add_argument("--iters", type=int, default=200)
+    args = ap.parse_args()
+    from auto_round import AutoRound
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokens = torch.load(args.work / "tokens.pt")
+    tokenizer = AutoTokenizer.from_pretrained(args.work / "lm")
+    model = AutoModelForCausalLM.from_pretrained(args.work / "lm", dtype=torch.float32)
+    calib = tokens["calib"]
+    start = time.perf_counter()
+    rounder = AutoRound(
+        model,
+        tokenizer,
+        bits=args.bits,
+        group_size=args.group,
+        sym=False,
+        dataset=[{"input_ids": row.unsqueeze(0)} for row in calib],
+        nsamples=len(calib),
+        seqlen=calib.shape[1],
+        iters=args.iters,
+        device_map="cpu",
+    )
+    with tempfile.TemporaryDirectory() as out:
+        rounder.quantize_and_save(out, format="fake")
+        elapsed = time.perf_counter() - start
+        saved = next(
+            p.parent for p in Path(out).rglob("config.json")
+        )  # it adds a <name>-w<bits>g<group> folder
+        quantized = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
+        ppl = perplexity(quantized, tokens["windows"])
+    print(json.dumps({"bits": args.bits, "group": args.group, "ppl": ppl, "calib_s": elapsed}))
+
+
+if __name__ == "__main__":
+    main()
