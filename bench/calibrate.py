@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-calibrate")
     ap.add_argument("--methods", default="rtn,omniquant,qvlm,hqq")
     ap.add_argument("--bits", default="4,3")
+    ap.add_argument("--group-size", type=int, default=128, help="Ours and RTN; rows other than g128 say so.")
     args = ap.parse_args()
     methods = args.methods.split(",")
     from qslaw_pipe.pipeline.sysinfo import machine_name
@@ -81,20 +82,23 @@ def main() -> None:
         for method in [m for m in ("rtn", "omniquant", "qvlm") if m in methods]:
             cfg = cal.CalibrateConfig(
                 bits=bits,
-                group_size=128,
+                group_size=args.group_size,
                 method=method,
                 nsamples=args.nsamples,
                 seqlen=512,
                 epochs=args.epochs,
                 lr=args.lr,
             )
-            res = cal.run(cfg, args.runs / f"w{bits}-{method}", model_dir, text_path, force=True)
+            suffix = "" if args.group_size == 128 else f" g{args.group_size}"
+            res = cal.run(
+                cfg, args.runs / f"w{bits}-{method}{suffix.strip()}", model_dir, text_path, force=True
+            )
             art = read_artifact(res.artifact.path.parent, "calibrate")
             model = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(art))
             rows.append(
                 {
                     "bits": bits,
-                    "method": method,
+                    "method": method + suffix,
                     "ppl": perplexity(model, windows, 4, method),
                     "calib_s": art.metrics["calibration_s"],
                     **stamp,
