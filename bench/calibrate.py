@@ -143,7 +143,7 @@ def write(rows, args) -> None:
         )
     setup = {
         "model": "SmolLM2-135M-Instruct (default VLM's LM)",
-        "group_size": 128,
+        "group_size": "128 (rows naming another group size use it)",
         "eval": f"WikiText-2 test, second half, first {args.windows} x 512-token windows",
         "calibration": f"first half, {args.nsamples} x 512 tokens, {args.epochs} epochs, lr {args.lr}",
     }
@@ -161,7 +161,7 @@ def write(rows, args) -> None:
     for r in rows:
         rec = "" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%"
         lines.append(
-            f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits']) + ' g128'} | {r['method']} | {r['ppl']:.2f} | {rec} "
+            f"| {'FP' if r['bits'] == 16 else 'W' + str(r['bits'])} | {r['method']} | {r['ppl']:.2f} | {rec} "
             f"| {r['calib_s']:.1f} | {r.get('measured', 'earlier')}, {r.get('device', 'machine not recorded')} |"
         )
     if partitions:
