@@ -59,8 +59,12 @@ def test_rtn_artifact_equals_minmax_reference(tmp_path, llava_dir, corpus):
         assert torch.equal(d2, delta) and torch.equal(z2, zp.to(torch.uint8))
 
 
-def test_interrupted_calibration_resumes_to_identical_tensors(tmp_path, llava_dir, corpus, monkeypatch):
-    cfg = cal.CalibrateConfig(bits=4, group_size=32, **SMALL)
+@pytest.mark.parametrize("method", ["omniquant", "qvlm"])
+def test_interrupted_calibration_resumes_to_identical_tensors(
+    tmp_path, llava_dir, corpus, monkeypatch, method
+):
+    """Also inside qvlm (blocks of one layer here, so block 1 exists): its partition is kept for the resume."""
+    cfg = cal.CalibrateConfig(bits=4, group_size=32, method=method, max_block=1, **SMALL)
     cal.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False)
     real = omniquant.calibrate_block
 
@@ -73,7 +77,10 @@ def test_interrupted_calibration_resumes_to_identical_tensors(tmp_path, llava_di
     with pytest.raises(KeyboardInterrupt):
         cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
     assert not (tmp_path / "split" / "calibrate").exists()
-    assert (tmp_path / "split" / ".calibrate.partial" / "resume" / "block_000.safetensors").exists()
+    resume = tmp_path / "split" / ".calibrate.partial" / "resume"
+    assert (resume / "block_000.safetensors").exists()
+    if method == "qvlm":
+        assert json.loads((resume / "partition.json").read_text())["spans"] == [[0, 1], [1, 2]]
     calls = []
     monkeypatch.setattr(omniquant, "calibrate_block", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
     res = cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)

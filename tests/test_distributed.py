@@ -92,6 +92,20 @@ def _rank_pid(root: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} process under {root}")
 
 
+def _kill_rank_1_after_a_checkpoint(run, cmd: list[str]) -> None:
+    """Start `cmd` (2 processes under torchrun), kill -9 rank 1 once a checkpoint exists: the run must stop
+    unfinished."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoint = run / ".tune.partial" / "checkpoint.safetensors"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert checkpoint.exists(), proc.communicate()[0].decode()[-3000:]
+    os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0 and not (run / "tune").exists()
+
+
 def test_nproc_is_dropped_from_the_relaunched_command():
     argv = ["tune", "--nproc", "2", "--steps", "3", "--nproc=4"]
     assert without_nproc(argv) == ["tune", "--steps", "3"]
@@ -115,20 +129,7 @@ def test_two_processes_train_what_one_does(setup, llava_dir, corpus, tmp_path, s
 def test_a_killed_rank_then_resume_reproduces_the_run(setup, llava_dir, corpus, tmp_path, single):
     """kill -9 of rank 1 after the first checkpoint: torchrun stops; the rerun (one process) resumes."""
     run = _run_dir(setup, tmp_path / "r")
-    proc = subprocess.Popen(
-        _cli(setup, run, llava_dir, corpus, 2),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    checkpoint = run / ".tune.partial" / "checkpoint.safetensors"
-    deadline = time.time() + 240
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert checkpoint.exists(), proc.communicate()[0].decode()[-3000:]
-    os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
-    proc.wait(timeout=120)
-    assert proc.returncode != 0 and not (run / "tune").exists()
+    _kill_rank_1_after_a_checkpoint(run, _cli(setup, run, llava_dir, corpus, 2))
     resumed = subprocess.run(
         _cli(setup, run, llava_dir, corpus, 1), env=_env(), capture_output=True, text=True, timeout=300
     )
@@ -307,20 +308,7 @@ def test_sharded_run_killed_then_resumed_sharded_reproduces_the_run(
     setup, llava_dir, corpus, tmp_path, single
 ):
     run = _run_dir(setup, tmp_path / "r")
-    proc = subprocess.Popen(
-        _cli(setup, run, llava_dir, corpus, 2, "--shard"),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    checkpoint = run / ".tune.partial" / "checkpoint.safetensors"
-    deadline = time.time() + 240
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert checkpoint.exists(), proc.communicate()[0].decode()[-3000:]
-    os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
-    proc.wait(timeout=120)
-    assert proc.returncode != 0 and not (run / "tune").exists()
+    _kill_rank_1_after_a_checkpoint(run, _cli(setup, run, llava_dir, corpus, 2, "--shard"))
     resumed = subprocess.run(
         _cli(setup, run, llava_dir, corpus, 2, "--shard"),
         env=_env(),

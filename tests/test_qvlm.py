@@ -1,14 +1,12 @@
 """calibrate --method qvlm on a tiny LLaVA: the entropy partition, joint block reconstruction, resume."""
 
-import json
-
 import pytest
 import torch
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.stages import calibrate as cal
-from qslaw_pipe.stages.calibrate import omniquant, qvlm
+from qslaw_pipe.stages.calibrate import qvlm
 
 SMALL = dict(bits=3, group_size=32, nsamples=4, seqlen=16, epochs=4, batch_size=2, lr=2e-2)
 
@@ -72,29 +70,6 @@ def test_a_joint_block_trains_both_layers_together(tmp_path, llava_dir, corpus, 
     q, o = _qparams(tmp_path / "r"), _qparams(tmp_path / "o")
     assert q.keys() == o.keys() and len(q) == 14 * 4
     assert any(not torch.equal(q[k], o[k]) for k in q if k.endswith("lwc_upper"))
-
-
-def test_interrupted_qvlm_resumes_to_identical_tensors(tmp_path, llava_dir, corpus, monkeypatch):
-    cfg = cal.CalibrateConfig(method="qvlm", max_block=1, **SMALL)
-    cal.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False)
-    real = omniquant.calibrate_block
-
-    def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True, **kw):
-        if index == 1:
-            raise KeyboardInterrupt
-        return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar, **kw)
-
-    monkeypatch.setattr(omniquant, "calibrate_block", dies_on_block_1)
-    with pytest.raises(KeyboardInterrupt):
-        cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
-    resume = tmp_path / "split" / ".calibrate.partial" / "resume"
-    assert json.loads((resume / qvlm.PARTITION).read_text())["spans"] == [[0, 1], [1, 2]]
-    calls = []
-    monkeypatch.setattr(omniquant, "calibrate_block", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
-    res = cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
-    assert res.resumed and calls == [1]
-    a, b = _qparams(tmp_path / "whole"), _qparams(tmp_path / "split")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_qvlm_settings_are_one_line():
