@@ -92,6 +92,11 @@ def _rank_pid(root: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} process under {root}")
 
 
+def _launch(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a tune / calibrate command line to its end (1 thread per process, the test timeout)."""
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
 def _kill_rank_1_after_a_checkpoint(run, cmd: list[str]) -> None:
     """Start `cmd` (2 processes under torchrun), kill -9 rank 1 once a checkpoint exists: the run must stop
     unfinished."""
@@ -113,9 +118,7 @@ def test_nproc_is_dropped_from_the_relaunched_command():
 
 def test_two_processes_train_what_one_does(setup, llava_dir, corpus, tmp_path, single):
     run = _run_dir(setup, tmp_path / "r")
-    done = subprocess.run(
-        _cli(setup, run, llava_dir, corpus, 2), env=_env(), capture_output=True, text=True, timeout=300
-    )
+    done = _launch(_cli(setup, run, llava_dir, corpus, 2))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("tune:") <= 1  # rank 0 alone reports
     manifest = (run / "tune" / "manifest.json").read_text()
@@ -130,9 +133,7 @@ def test_a_killed_rank_then_resume_reproduces_the_run(setup, llava_dir, corpus, 
     """kill -9 of rank 1 after the first checkpoint: torchrun stops; the rerun (one process) resumes."""
     run = _run_dir(setup, tmp_path / "r")
     _kill_rank_1_after_a_checkpoint(run, _cli(setup, run, llava_dir, corpus, 2))
-    resumed = subprocess.run(
-        _cli(setup, run, llava_dir, corpus, 1), env=_env(), capture_output=True, text=True, timeout=300
-    )
+    resumed = _launch(_cli(setup, run, llava_dir, corpus, 1))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same(single, _trained(run))
 
@@ -150,7 +151,7 @@ def test_ranks_with_different_models_stop_with_one_line(setup, llava_dir, corpus
         "sys.argv[sys.argv.index('MODEL')] = m\nmain()\n"
     )
     cmd = _cli(setup, run, "MODEL", corpus, 1)[3:]
-    done = subprocess.run(
+    done = _launch(
         [
             sys.executable,
             "-m",
@@ -159,11 +160,7 @@ def test_ranks_with_different_models_stop_with_one_line(setup, llava_dir, corpus
             "--nproc-per-node=2",
             str(script),
             *cmd,
-        ],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert done.returncode != 0
     assert "loaded a different model than rank 0" in done.stderr
@@ -173,7 +170,7 @@ def test_ranks_with_different_models_stop_with_one_line(setup, llava_dir, corpus
 def test_batch_smaller_than_the_world_is_refused(setup, llava_dir, corpus, tmp_path):
     run = _run_dir(setup, tmp_path / "r")
     cmd = _cli(setup, run, llava_dir, corpus, 3, "--batch-size", "2")
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = _launch(cmd)
     assert done.returncode != 0 and "smaller than the 3 ranks" in done.stderr
 
 
@@ -217,7 +214,7 @@ CALIBRATE += ["--epochs", "2", "--batch-size", "4", "--device", "cpu"]
 def _calibrate(run, llava_dir, corpus, nproc: int):
     cmd = [sys.executable, "-m", "qslaw_pipe", "calibrate", "--run-dir", str(run), "--model", str(llava_dir)]
     cmd += ["--text", str(corpus), *CALIBRATE, "--nproc", str(nproc)]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = _launch(cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_tensors(run / "calibrate" / "qparams.safetensors")[0]
 
@@ -277,13 +274,7 @@ def test_a_dead_peer_is_an_error_within_the_timeout_not_a_hang(setup, llava_dir,
 def test_sharded_tune_trains_what_one_process_does(setup, llava_dir, corpus, tmp_path, single):
     """--shard (FSDP2): every decoder layer's weights, frozen ones included, split over the ranks."""
     run = _run_dir(setup, tmp_path / "r")
-    done = subprocess.run(
-        _cli(setup, run, llava_dir, corpus, 2, "--shard"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _launch(_cli(setup, run, llava_dir, corpus, 2, "--shard"))
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same(single, _trained(run))
 
@@ -295,7 +286,7 @@ def test_sharded_fp_tune_matches_one_process(setup, llava_dir, corpus, tmp_path)
     runs = {n: _run_dir(setup, tmp_path / f"r{n}") for n in (1, 2)}
     for n, run in runs.items():
         cmd = _cli(setup, run, llava_dir, corpus, n, *extra, *(("--shard",) if n == 2 else ()))
-        done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        done = _launch(cmd)
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = _trained(runs[1]), _trained(runs[2])
     assert one.keys() == two.keys() and len(one) > 20
@@ -309,24 +300,12 @@ def test_sharded_run_killed_then_resumed_sharded_reproduces_the_run(
 ):
     run = _run_dir(setup, tmp_path / "r")
     _kill_rank_1_after_a_checkpoint(run, _cli(setup, run, llava_dir, corpus, 2, "--shard"))
-    resumed = subprocess.run(
-        _cli(setup, run, llava_dir, corpus, 2, "--shard"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = _launch(_cli(setup, run, llava_dir, corpus, 2, "--shard"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same(single, _trained(run))
 
 
 def test_shard_needs_several_processes(setup, llava_dir, corpus, tmp_path):
     run = _run_dir(setup, tmp_path / "r")
-    done = subprocess.run(
-        _cli(setup, run, llava_dir, corpus, 1, "--shard"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _launch(_cli(setup, run, llava_dir, corpus, 1, "--shard"))
     assert done.returncode != 0 and "--shard splits the model over processes" in done.stderr
