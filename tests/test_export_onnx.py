@@ -174,9 +174,16 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
 
 
 @pytest.mark.parametrize(
-    "op, head, bits", [("matmulnbits", "int8", 8), ("qdq", "int4", 4), ("custom", "int8", 8)]
+    "op, head, node",
+    [
+        ("matmulnbits", "int8", "MatMulNBits"),
+        ("qdq", "int4", "MatMul"),
+        ("custom", "int8", "MatMulInt8"),
+        ("custom", "int8-row", "MatMulInt8"),
+        ("qdq", "int8-row", "MatMul"),
+    ],
 )
-def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits, request, monkeypatch):
+def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node, request, monkeypatch):
     from qslaw_pipe.exports.onnx.decoder import LM_HEADS
     from qslaw_pipe.exports.onnx.linear import LinearWeights, rtn_linear
 
@@ -184,14 +191,12 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits
         monkeypatch.setenv("QSLAW_ORT_OPS", str(request.getfixturevalue("library")))
     run, image, lm = folded
     out = ex.run(ex.ExportConfig(int4_op=op, lm_head=head), run).artifact.path
-    assert out.name.endswith(f"-head{bits}")
+    assert out.name.endswith(f"-head{head[3:]}")
     graph = onnx.load(str(out / "decoder.onnx")).graph
     producer = next(n for n in graph.node if "logits" in n.output)
-    if op == "qdq":
-        assert producer.op_type == "MatMul"
-    else:  # 8-bit heads use MatMulNBits even in custom-op graphs
-        assert producer.op_type == "MatMulNBits"
-        assert next(a.i for a in producer.attribute if a.name == "bits") == bits
+    assert producer.op_type == node
+    if node == "MatMulNBits":
+        assert next(a.i for a in producer.attribute if a.name == "bits") == 8
     head_w = lm.model.get_output_embeddings().weight.detach()
     rtn = rtn_linear(LinearWeights(head_w.clone()), *LM_HEADS[head]).weight
     assert 0 < (rtn - head_w).abs().max() < 0.2 * head_w.abs().max()  # really quantized, not garbage
@@ -204,6 +209,12 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, bits
         ).hidden_states[-1]
         ref = (hidden @ rtn.t()).numpy()
     assert np.abs(logits - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+def test_row_wise_lm_head_refuses_matmulnbits(folded):
+    run, _, _ = folded
+    with pytest.raises(QslawError, match="int8-row.*--int4-op custom or qdq"):
+        ex.run(ex.ExportConfig(int4_op="matmulnbits", lm_head="int8-row"), run)
 
 
 def test_lm_head_option_refuses_traced_decoder(folded):

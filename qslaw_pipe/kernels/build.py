@@ -125,20 +125,37 @@ def compile_cuda(obj: Path) -> Path:
     return obj
 
 
+# the CPU kernels compiled once per ISA, each file with its own flags; the rest at the x86-64 baseline, so the
+# library runs on any x86-64 CPU and picks its path at run time (int4_cpu.h: select_isa)
+ISA_FLAGS = {
+    "int4_isa_generic.cc": [],
+    "int4_isa_avx2.cc": ["-mavx2", "-mfma"],
+    "int4_isa_avx512.cc": ["-mavx512f", "-mavx2", "-mfma"],
+}
+COMMON = ["-O3", "-fPIC", "-std=c++17", "-fvisibility=hidden"]
+
+
+def _compile(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        sys.stderr.write(res.stderr[-4000:])
+        raise BuildError("compiling the custom-op library failed", "check the compiler output above")
+
+
 def build(out: Path = BUILD, cuda: bool = True, headers_cache: Path | None = None) -> Path:
     """Compile the library into `out` (CUDA kernels too when `cuda` and nvcc exist); returns its path."""
     include = include_dir(headers_cache)
     out.mkdir(parents=True, exist_ok=True)
     objs = [str(compile_cuda(out / "int4_cuda.o"))] if cuda and shutil.which("nvcc") else []
     cxx = os.environ.get("CXX", "g++")
+    for src, flags in ISA_FLAGS.items():
+        obj = out / src.replace(".cc", ".o")
+        _compile([cxx, *COMMON, *flags, f"-I{CSRC}", "-c", str(CSRC / src), "-o", str(obj)])
+        objs.insert(0, str(obj))
     cmd = [
         cxx,
-        "-O3",
-        "-march=native",
-        "-fopenmp",
-        "-fPIC",
+        *COMMON,
         "-shared",
-        "-std=c++17",
         f"-I{include}",
         f"-I{CSRC}",
         str(CSRC / "qslaw_ort_ops.cc"),
@@ -147,15 +164,12 @@ def build(out: Path = BUILD, cuda: bool = True, headers_cache: Path | None = Non
         "-o",
         str(out / LIBRARY.name),
     ]
-    if objs:
+    if cuda and shutil.which("nvcc"):
         cmd[1:1] = ["-DQSLAW_WITH_CUDA"]
         root = cuda_root()
         libs = [root / "lib64", root / "lib", root / "targets" / "x86_64-linux" / "lib"]
         cmd += [f"-L{d}" for d in libs if d.is_dir()] + ["-lcudart"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        sys.stderr.write(res.stderr[-4000:])
-        raise BuildError("compiling the custom-op library failed", "check the compiler output above")
+    _compile(cmd)
     return out / LIBRARY.name
 
 

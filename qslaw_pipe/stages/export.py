@@ -14,6 +14,7 @@ import click
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.exports.onnx.decoder import LM_HEADS
 from qslaw_pipe.exports.onnx.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
@@ -22,14 +23,13 @@ FORMATS = ("onnx", "torchao", "compressed-tensors")
 SCALE_DTYPES = ("fp16", "bf16", "fp32")
 OPS = (*INT4_OPS, "fp32")
 DECODERS = ("built", "traced")
-LM_HEADS = ("folded", "int8", "int4")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations).
     decoder: built (fused onnxruntime ops, Llama-family models; others fall back to traced) or traced.
-    lm_head: folded (as in the fold artifact) or int8 / int4 (round-to-nearest at export, built decoder).
+    lm_head: folded (as in the fold artifact) or int8 / int4 / int8-row (quantized at export, built decoder).
     dtype: compressed-tensors' scales and unquantized tensors (fp16 or bf16 for vLLM)."""
 
     format: str = "onnx"
@@ -122,7 +122,9 @@ C = ExportConfig
     C,
     "lm_head",
     "folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
-    "codes at export (groups of 128 / 32), for fewer bytes read per token (approximate; built decoder only).",
+    "codes at export (groups of 128 / 32); int8-row: one int8 range per row, clipped where its round trip "
+    "errs least (the bounded choice: see docs/results/inference.md for its logit error). Fewer bytes read "
+    "per token, approximate logits; built decoder only.",
     type=click.Choice(LM_HEADS),
 )
 @cli.field_option(

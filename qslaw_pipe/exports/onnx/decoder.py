@@ -28,8 +28,9 @@ from qslaw_pipe.exports.onnx.linear import linear, linear_weights, rtn_linear
 from qslaw_pipe.pipeline.folded import FoldedModel
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
-# lm_head at export: as folded, or round-to-nearest codes (bits, group size) to cut the bytes read per token
-LM_HEADS = {"folded": None, "int8": (8, 128), "int4": (4, 32)}
+# lm_head at export: as folded, or round-to-nearest codes to cut the bytes read per token:
+# (bits, group size (0: one group per row), clipping search)
+LM_HEADS = {"folded": None, "int8": (8, 128, False), "int4": (4, 32, False), "int8-row": (8, 0, True)}
 
 
 def unsupported_reason(model) -> str | None:

@@ -8,7 +8,8 @@ artifact's codes (never re-quantized):
   qdq          opset-21 DequantizeLinear on a UINT4 [K, N] weight with block_size along K, then MatMul
                (traced graphs hold the UINT4 operands as uint8 and are retyped after export: retype.py)
   custom       ai.qslaw MatMulInt4 (kernels/ custom-op library): packed [N, ceil(K / 2)], delta and
-               zero point [N, n_groups], attributes K, N, group_size; 4-bit only (8-bit layers use MatMulNBits)
+               zero point [N, n_groups], attributes K, N, group_size, any group size; 8-bit layers (an int8
+               lm_head) as ai.qslaw MatMulInt8 with codes uint8 [N, K]
 """
 
 from collections.abc import Callable
@@ -51,7 +52,8 @@ def _qdq_operands(q: FoldedLayer) -> list[torch.Tensor]:
 
 
 def _custom_operands(q: FoldedLayer) -> list[torch.Tensor]:
-    return [pack_int4(q.codes), q.delta.contiguous(), q.zero_point.contiguous()]
+    codes = pack_int4(q.codes) if q.bits <= 4 else q.codes.to(torch.uint8).contiguous()
+    return [codes, q.delta.contiguous(), q.zero_point.contiguous()]
 
 
 # emit(node, x, operand names, K, N, group, bits, accuracy level) -> output; `node(op, inputs, domain=, **attrs)`
@@ -69,7 +71,8 @@ def _emit_qdq(node, x, w, k, n, group, bits, level):
 
 
 def _emit_custom(node, x, w, k, n, group, bits, level):
-    return node("MatMulInt4", [x, *w], domain=CUSTOM_DOMAIN, K=k, N=n, group_size=group)
+    op = "MatMulInt4" if bits <= 4 else "MatMulInt8"
+    return node(op, [x, *w], domain=CUSTOM_DOMAIN, K=k, N=n, group_size=group)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,8 @@ OPS = tuple(INT4_OPS)
 
 
 def int4_op(name: str, bits: int) -> Int4Op:
-    """The op for `name` at `bits` (our 4-bit custom op hands 8-bit layers to MatMulNBits)."""
-    return INT4_OPS["matmulnbits" if name == "custom" and bits > 4 else name]
+    """The op for `name` at `bits` (the table's ops emit 8-bit layers in their own 8-bit form)."""
+    return INT4_OPS[name]
 
 
 def check_int4(layers: dict[str, FoldedLayer], op: str) -> None:

@@ -64,10 +64,15 @@ class OrtVlm:
         if self.spec["int4_op"] == "custom":
             register_library(opts)
         prov = providers(device)
-        self.vision, self.embed, self.decoder = (
+        self.vision, self.decoder = (
             ort.InferenceSession(str(export_dir / f"{n}.onnx"), opts, providers=prov)
-            for n in ("vision", "embed", "decoder")
+            for n in ("vision", "decoder")
         )
+        # the embedding lookup is one Gather: no thread pool of its own, whose spinning workers would take
+        # cores from the decoder's parallel matmuls every token
+        single = ort.SessionOptions()
+        single.intra_op_num_threads = 1
+        self.embed = ort.InferenceSession(str(export_dir / "embed.onnx"), single, providers=prov)
         self.processor = AutoProcessor.from_pretrained(export_dir, trust_remote_code=False)
         self.tokenizer = self.processor.tokenizer
         self.stop = {t for t in (self.tokenizer.eos_token_id, self.spec["eos_token_id"]) if t is not None}

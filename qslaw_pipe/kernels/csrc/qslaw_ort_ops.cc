@@ -1,8 +1,9 @@
 // onnxruntime custom-op library, domain ai.qslaw:
 //   MatMulInt4(A float [..., K], B uint8 [N, ceil(K/2)], delta float [N, G], zp uint8 [N, G]) -> Y [..., N]
+//   MatMulInt8(A float [..., K], B uint8 [N, K], delta float [N, G], zp uint8 [N, G]) -> Y [..., N]
 //   DequantizeInt4(B, delta, zp) -> W float [N, K]
-// attributes K, N (MatMulInt4), group_size. CPU kernels in int4_cpu.cc; CUDA kernels in int4_cuda.cu when
-// built with QSLAW_WITH_CUDA. Uses only the ORT API handed to RegisterCustomOps (no link to onnxruntime).
+// attributes K, N (MatMul*), group_size. CPU kernels: int4_cpu.h (packing, ISA dispatch) and int4_kernels.inc;
+// CUDA kernels (MatMulInt4 only) in int4_cuda.cu when built with QSLAW_WITH_CUDA. Uses only the ORT API handed to RegisterCustomOps (no link to onnxruntime).
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
@@ -11,6 +12,8 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "int4_cpu.h"
@@ -21,27 +24,35 @@
 namespace {
 
 constexpr const char* kDomain = "ai.qslaw";
+#define QSLAW_EXPORT __attribute__((visibility("default")))
 
 int64_t attr(const OrtKernelInfo* info, const char* name) {
   return Ort::ConstKernelInfo(info).GetAttribute<int64_t>(name);
 }
 
-// Output rows are spread over onnxruntime's own intra-op thread pool (no second pool to oversubscribe).
-struct RowJob {
+// Output columns are spread over onnxruntime's own intra-op thread pool (no second pool to oversubscribe).
+struct MatMulJob {
+  const qslaw::Isa* isa;
+  qslaw::PackedView w;
   const float* A;
   const float* asum;
+  float* Y;
+  int64_t M, panels_per_task;
+};
+
+void matmul_task(void* data, size_t i) {
+  const auto* j = static_cast<const MatMulJob*>(data);
+  const int64_t p0 = static_cast<int64_t>(i) * j->panels_per_task, p1 = std::min(j->w.P, p0 + j->panels_per_task);
+  j->isa->matmul(j->w, j->A, j->asum, j->Y, j->M, p0, p1);
+}
+
+struct RowJob {
   const uint8_t* B;
   const float* delta;
   const uint8_t* zp;
   float* Y;
-  int64_t M, N, K, group_size, rows_per_task;
+  int64_t N, K, group_size, rows_per_task;
 };
-
-void matmul_task(void* data, size_t i) {
-  const auto* j = static_cast<const RowJob*>(data);
-  const int64_t n0 = static_cast<int64_t>(i) * j->rows_per_task, n1 = std::min(j->N, n0 + j->rows_per_task);
-  qslaw::matmul_int4_rows(j->A, j->asum, j->B, j->delta, j->zp, j->Y, j->M, j->N, j->K, j->group_size, n0, n1);
-}
 
 void dequantize_task(void* data, size_t i) {
   const auto* j = static_cast<const RowJob*>(data);
@@ -49,36 +60,74 @@ void dequantize_task(void* data, size_t i) {
   qslaw::dequantize_int4_rows(j->B, j->delta, j->zp, j->Y, j->K, j->group_size, n0, n1);
 }
 
-Ort::Status parallel_rows(OrtKernelContext* ctx, void (*fn)(void*, size_t), RowJob& job) {
-  const size_t tasks = static_cast<size_t>((job.N + job.rows_per_task - 1) / job.rows_per_task);
-  return Ort::Status(Ort::GetApi().KernelContext_ParallelFor(ctx, fn, tasks, 0, &job));
+// Tasks go to the pool in at most two contiguous batches per core: handing out decode tasks of ~1 us one by
+// one costs more than they take (the pool's size is not visible to a custom op; the core count bounds it).
+Ort::Status parallel(OrtKernelContext* ctx, void (*fn)(void*, size_t), int64_t tasks, void* job) {
+  static const size_t batches = 2 * std::max(1u, std::thread::hardware_concurrency());
+  const size_t total = static_cast<size_t>(tasks);
+  return Ort::Status(Ort::GetApi().KernelContext_ParallelFor(ctx, fn, total, std::min(total, batches), job));
 }
 
-struct MatMulInt4 {
-  MatMulInt4(const OrtApi*, const OrtKernelInfo* info)
-      : K(attr(info, "K")), N(attr(info, "N")), group_size(attr(info, "group_size")) {}
+// MatMulInt4 / MatMulInt8: constant weights (the exporters' initializers) are packed once when the session
+// builds the kernel; weights fed at run time are packed on every call.
+template <int BITS>
+struct MatMulIntN {
+  MatMulIntN(const OrtApi*, const OrtKernelInfo* info, bool on_host = true)
+      : K(attr(info, "K")), N(attr(info, "N")), group_size(attr(info, "group_size")) {
+    if (group_size < 1) error = std::string(name()) + ": group_size must be >= 1";
+    if (!on_host || !error.empty()) return;  // device kernels read the inputs as they come
+    isa = qslaw::select_isa(&error);
+    if (!error.empty()) return;
+    Ort::ConstKernelInfo ki(info);
+    int constant[3] = {0, 0, 0};
+    Ort::ConstValue in[3] = {Ort::ConstValue{nullptr}, Ort::ConstValue{nullptr}, Ort::ConstValue{nullptr}};
+    for (int i = 0; i < 3; ++i) in[i] = ki.GetTensorConstantInput(static_cast<size_t>(i + 1), &constant[i]);
+    if (!(constant[0] && constant[1] && constant[2])) return;
+    error = check(in[0].GetTensorTypeAndShapeInfo().GetShape(), in[1].GetTensorTypeAndShapeInfo().GetShape(),
+                  in[2].GetTensorTypeAndShapeInfo().GetShape());
+    if (error.empty())
+      packed = std::make_unique<qslaw::PackedWeights>(qslaw::pack(in[0].GetTensorData<uint8_t>(), in[1].GetTensorData<float>(),
+                                                                  in[2].GetTensorData<uint8_t>(), N, K, group_size, BITS));
+  }
+
+  static const char* name() { return BITS == 4 ? "MatMulInt4" : "MatMulInt8"; }
+
+  std::string check(const std::vector<int64_t>& b, const std::vector<int64_t>& d, const std::vector<int64_t>& z) const {
+    const int64_t G = (K + group_size - 1) / group_size;
+    if (b != std::vector<int64_t>{N, (K * BITS + 7) / 8} || d != std::vector<int64_t>{N, G} || z != std::vector<int64_t>{N, G})
+      return std::string(name()) + ": B, delta or zero point shape does not match K, N, group_size";
+    return {};
+  }
 
   Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& A, const Ort::Custom::Tensor<uint8_t>& B,
                       const Ort::Custom::Tensor<float>& delta, const Ort::Custom::Tensor<uint8_t>& zp,
                       Ort::Custom::Tensor<float>& Y) {
+    if (!error.empty()) return Ort::Status(error.c_str(), ORT_INVALID_ARGUMENT);
     const auto& shape = A.Shape();
-    if (shape.empty() || shape.back() != K) return Ort::Status("MatMulInt4: A's last dimension is not K", ORT_INVALID_ARGUMENT);
-    if (group_size < 1 || (group_size % 2 && group_size < K))
-      return Ort::Status("MatMulInt4: group_size must be even (groups start on a byte) or span K", ORT_INVALID_ARGUMENT);
-    const int64_t G = (K + group_size - 1) / group_size;
-    if (B.Shape() != std::vector<int64_t>{N, (K + 1) / 2} || delta.Shape() != std::vector<int64_t>{N, G} ||
-        zp.Shape() != std::vector<int64_t>{N, G})
-      return Ort::Status("MatMulInt4: B, delta or zero point shape does not match K, N, group_size", ORT_INVALID_ARGUMENT);
+    if (shape.empty() || shape.back() != K)
+      return Ort::Status((std::string(name()) + ": A's last dimension is not K").c_str(), ORT_INVALID_ARGUMENT);
+    qslaw::PackedWeights local;
+    if (!packed) {
+      const std::string bad = check(B.Shape(), delta.Shape(), zp.Shape());
+      if (!bad.empty()) return Ort::Status(bad.c_str(), ORT_INVALID_ARGUMENT);
+      local = qslaw::pack(B.Data(), delta.Data(), zp.Data(), N, K, group_size, BITS);
+    }
+    const qslaw::PackedView w = packed ? packed->view() : local.view();
     std::vector<int64_t> out(shape.begin(), shape.end() - 1);
     out.push_back(N);
     const int64_t M = A.NumberOfElement() / K;
     float* y = Y.Allocate(out);
-    std::vector<float> asum(M * G);
-    qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
-    RowJob job{A.Data(), asum.data(), B.Data(), delta.Data(), zp.Data(), y, M, N, K, group_size, M <= 4 ? 32 : 16};  // 16: one panel of the prefill kernel
-    return parallel_rows(ctx, matmul_task, job);
+    if (M == 0) return Ort::Status{nullptr};
+    std::vector<float> asum(BITS == 4 ? M * w.G : 0);
+    if (BITS == 4) qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
+    MatMulJob job{isa, w, A.Data(), asum.data(), y, M, isa->panels_per_task(M)};
+    return parallel(ctx, matmul_task, (w.P + job.panels_per_task - 1) / job.panels_per_task, &job);
   }
+
   int64_t K, N, group_size;
+  const qslaw::Isa* isa = nullptr;
+  std::string error;
+  std::unique_ptr<qslaw::PackedWeights> packed;
 };
 
 struct DequantizeInt4 {
@@ -86,24 +135,26 @@ struct DequantizeInt4 {
 
   Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<uint8_t>& B, const Ort::Custom::Tensor<float>& delta,
                       const Ort::Custom::Tensor<uint8_t>& zp, Ort::Custom::Tensor<float>& W) {
-    if (group_size < 1 || (group_size % 2 && group_size < K))
-      return Ort::Status("DequantizeInt4: group_size must be even (groups start on a byte) or span K", ORT_INVALID_ARGUMENT);
+    if (group_size < 1) return Ort::Status("DequantizeInt4: group_size must be >= 1", ORT_INVALID_ARGUMENT);
     if (B.Shape().size() != 2 || B.Shape()[1] != (K + 1) / 2)
       return Ort::Status("DequantizeInt4: B is not [N, ceil(K/2)]", ORT_INVALID_ARGUMENT);
     const int64_t N = B.Shape()[0];
     float* w = W.Allocate({N, K});
-    RowJob job{nullptr, nullptr, B.Data(), delta.Data(), zp.Data(), w, 0, N, K, group_size, 16};
-    return parallel_rows(ctx, dequantize_task, job);
+    RowJob job{B.Data(), delta.Data(), zp.Data(), w, N, K, group_size, 16};
+    return parallel(ctx, dequantize_task, (N + 15) / 16, &job);
   }
   int64_t K, group_size;
 };
 
 #ifdef QSLAW_WITH_CUDA
-struct MatMulInt4Cuda : MatMulInt4 {
-  using MatMulInt4::MatMulInt4;
+struct MatMulInt4Cuda : MatMulIntN<4> {
+  MatMulInt4Cuda(const OrtApi* api, const OrtKernelInfo* info) : MatMulIntN<4>(api, info, false) {}
   Ort::Status Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& A, const Ort::Custom::Tensor<uint8_t>& B,
                       const Ort::Custom::Tensor<float>& delta, const Ort::Custom::Tensor<uint8_t>& zp,
                       Ort::Custom::Tensor<float>& Y) {
+    if (!error.empty()) return Ort::Status(error.c_str(), ORT_INVALID_ARGUMENT);
+    if (group_size % 2 && group_size < K)
+      return Ort::Status("MatMulInt4 (CUDA): group_size must be even (groups start on a byte) or span K", ORT_INVALID_ARGUMENT);
     const auto& shape = A.Shape();
     std::vector<int64_t> out(shape.begin(), shape.end() - 1);
     out.push_back(N);
@@ -122,12 +173,26 @@ Ort::CustomOpDomain* g_domain = nullptr;
 
 }  // namespace
 
-extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+// The CPU kernel path sessions of this process get ($QSLAW_CPU_ISA or the widest supported), and all supported
+// paths; read by the benches and tests through ctypes.
+extern "C" QSLAW_EXPORT const char* QslawCpuIsa() {
+  std::string error;
+  const qslaw::Isa* isa = qslaw::select_isa(&error);
+  return isa ? isa->name : "unavailable";
+}
+
+extern "C" QSLAW_EXPORT const char* QslawCpuIsas() {
+  static const std::string all = qslaw::supported_isas();
+  return all.c_str();
+}
+
+extern "C" QSLAW_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api_base->GetApi(ORT_API_VERSION));
   try {
     std::call_once(g_once, [] {
       g_domain = new Ort::CustomOpDomain(kDomain);
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4>("MatMulInt4", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulIntN<4>>("MatMulInt4", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulIntN<8>>("MatMulInt8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<DequantizeInt4>("DequantizeInt4", "CPUExecutionProvider"));
 #ifdef QSLAW_WITH_CUDA
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Cuda>("MatMulInt4", "CUDAExecutionProvider"));
