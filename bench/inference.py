@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXACT = "ORT int4 MatMulNBits acc0"
 FP32 = "ORT fp32"
 OURS = "ORT int4 ai.qslaw (ours)"
-OURS_HEAD = "ORT int4 ai.qslaw (ours), int8-row lm_head"
+OURS_HEAD = "ORT int4 ai.qslaw (ours), int8-g32 lm_head"
 OUT = ROOT / "docs" / "results"
 
 
@@ -121,7 +121,7 @@ def main() -> None:
     }
     if library_path():
         variants[OURS] = ex.ExportConfig(int4_op="custom")
-        variants[OURS_HEAD] = ex.ExportConfig(int4_op="custom", lm_head="int8-row")
+        variants[OURS_HEAD] = ex.ExportConfig(int4_op="custom", lm_head="int8-g32")
         variants["ORT int4 ai.qslaw (ours), int8 lm_head"] = ex.ExportConfig(int4_op="custom", lm_head="int8")
         variants["ORT int4 ai.qslaw (ours), int4 lm_head"] = ex.ExportConfig(int4_op="custom", lm_head="int4")
     dirs = {name: ex.run(cfg, run).artifact.path for name, cfg in variants.items()}
@@ -231,7 +231,7 @@ def write(
         "fused q/k/v and gate/up Linears) unless marked traced (torch.onnx.export of the transformers modules). "
         "acc0: MatMulNBits with fp32 activations (exact); acc4: int8 activations (approximate); ai.qslaw: our op, fp32 "
         "activations (exact). int8 / int4 lm_head: round-to-nearest codes in groups of 128 / 32 at export (`--lm-head`); "
-        "int8-row: one int8 range per row, clipped where its round trip errs least; otherwise the tied fp32 lm_head. "
+        "int8-g32: groups of 32; otherwise the tied fp32 lm_head. "
         "Logits error: max |ORT - folded "
         "PyTorch| / max |folded PyTorch| over the prompt's logits. Greedy tokens: how many decoded tokens agree with the "
         f"folded PyTorch model's before the first difference (of {args.tokens}). Decode tok/s: median over {args.reps} "
@@ -264,7 +264,7 @@ def write(
     if ours_head:
         head_ok = ours_head["over_ort_fp32"] >= 2.5 and ours_head["logits_rel_err"] <= 1e-2
         lines.append(
-            f"- With the bounded lm_head (int8, one clipped range per row; goal >= 2.5x at logit error <= 1e-2): "
+            f"- With the bounded lm_head (int8 in groups of 32; goal >= 2.5x at logit error <= 1e-2): "
             f"{ours_head['over_ort_fp32']:.2f}x at {ours_head['logits_rel_err']:.1e}, greedy "
             f"{ours_head['tokens_as_folded']}/{args.tokens}: {_verdict(head_ok)}."
         )

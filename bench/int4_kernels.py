@@ -2,9 +2,10 @@
 like ours) vs fp32 MatMul, in onnxruntime, on the default LM's Linear shapes (SmolLM2-135M: q/o 576x576,
 k/v 192x576, gate/up 1536x576, down 576x1536) at M = 1 (decode) and M = 64 (prefill), group 128.
 Ours runs once per kernel path this CPU supports (avx512, avx2; $QSLAW_CPU_ISA per session), at one thread
-and at all cores. The ops are timed in rounds of blocks (each round: every op 10 untimed calls, then a block of
-timed calls; median of per-call times over all rounds), so slow machine noise hits them alike while a pool
-left spinning by the op before (onnxruntime's default, kept) has stopped before the timed calls.
+and at all cores. The ops are timed in rounds (each round: for every op, a fresh session, 10 untimed calls, a
+block of timed calls, the session closed; median of per-call times over all rounds), so slow machine noise
+hits them alike and only one thread pool exists at a time (onnxruntime's spinning workers, kept as in
+deployment, would otherwise take the cores of the session being timed).
 Writes docs/results/kernels.{json,md}, naming the CPU and its ISA flags.
 
     python bench/int4_kernels.py [--reps 200]
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,7 @@ def _session(model, lib: Path, threads: int, isa: str | None = None) -> ort.Infe
 
 
 def sessions(n: int, k: int, lib: Path, threads: int, paths: list[str]) -> tuple[dict, tuple]:
+    """Session makers per op (name -> () -> InferenceSession) and the reference operands."""
     gen = torch.Generator().manual_seed(n + k)
     codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=gen)
     delta = torch.rand(n, n_groups(k, GROUP), generator=gen) * 0.02 + 1e-3
@@ -98,22 +101,24 @@ def sessions(n: int, k: int, lib: Path, threads: int, paths: list[str]) -> tuple
         {"W": dequantize_codes(codes, delta, zp, GROUP).t().contiguous().numpy()},
         k,
     )
-    sess = {f"ours {p}": _session(ours, lib, threads, p) for p in paths}
-    sess["MatMulNBits"] = _session(nbits, lib, threads)
-    sess["fp32 MatMul"] = _session(dense, lib, threads)
-    return sess, (pack_int4(codes), delta, zp)
+    makers = {f"ours {p}": partial(_session, ours, lib, threads, p) for p in paths}
+    makers["MatMulNBits"] = partial(_session, nbits, lib, threads)
+    makers["fp32 MatMul"] = partial(_session, dense, lib, threads)
+    return makers, (pack_int4(codes), delta, zp)
 
 
-def time_rounds(sess: dict, a: np.ndarray, reps: int, block: int = 20) -> dict[str, float]:
-    times = {name: [] for name in sess}
+def time_rounds(makers: dict, a: np.ndarray, reps: int, block: int = 20) -> dict[str, float]:
+    times = {name: [] for name in makers}
     for _ in range(max(1, reps // block)):
-        for name, s in sess.items():
+        for name, make in makers.items():
+            s = make()
             for _ in range(10):
                 s.run(None, {"A": a})
             for _ in range(block):
                 t = time.perf_counter()
                 s.run(None, {"A": a})
                 times[name].append(time.perf_counter() - t)
+            del s
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
@@ -127,15 +132,15 @@ def main() -> None:
     rows = []
     for threads in sorted({1, cores}):
         for label, (n, k) in SHAPES.items():
-            sess, (packed, delta, zp) = sessions(n, k, lib, threads, paths)
+            makers, (packed, delta, zp) = sessions(n, k, lib, threads, paths)
             for m in (1, 64):
                 a = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
                 ref = matmul_int4_reference(torch.from_numpy(a), packed, delta, zp, k, GROUP).numpy()
                 errs = {
-                    name: float(np.abs(s.run(None, {"A": a})[0] - ref).max() / np.abs(ref).max())
-                    for name, s in sess.items()
+                    name: float(np.abs(make().run(None, {"A": a})[0] - ref).max() / np.abs(ref).max())
+                    for name, make in makers.items()
                 }
-                t = time_rounds(sess, a, args.reps if m == 1 else max(20, args.reps // 4))
+                t = time_rounds(makers, a, args.reps if m == 1 else max(20, args.reps // 4))
                 rows.append(
                     {
                         "threads": threads,
@@ -173,7 +178,8 @@ def write(rows, args, paths: list[str], cores: int) -> None:
         "Produced by `python bench/int4_kernels.py`. "
         + "; ".join(f"{k}: {v}" for k, v in setup.items())
         + ".",
-        "Median microseconds per call in onnxruntime, all ops of a row timed in alternating blocks in one run; `ours <path>` "
+        "Median microseconds per call in onnxruntime, all ops of a row timed in alternating blocks, one session "
+        "at a time, in one run; `ours <path>` "
         "is our MatMulInt4 forced to that kernel path ($QSLAW_CPU_ISA; without it the library runs the first of "
         "kernel_paths). MatMulNBits runs at accuracy level 0 (fp32 activations, exact like ours). The avx2 column "
         "is the AVX2 path on this CPU, not an AVX2-only CPU.",

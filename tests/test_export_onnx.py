@@ -179,8 +179,8 @@ def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
         ("matmulnbits", "int8", "MatMulNBits"),
         ("qdq", "int4", "MatMul"),
         ("custom", "int8", "MatMulInt8"),
-        ("custom", "int8-row", "MatMulInt8"),
-        ("qdq", "int8-row", "MatMul"),
+        ("custom", "int8-g32", "MatMulInt8"),
+        ("matmulnbits", "int8-g32", "MatMulNBits"),
     ],
 )
 def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node, request, monkeypatch):
@@ -209,12 +209,6 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node
         ).hidden_states[-1]
         ref = (hidden @ rtn.t()).numpy()
     assert np.abs(logits - ref).max() <= 1e-3 * np.abs(ref).max()
-
-
-def test_row_wise_lm_head_refuses_matmulnbits(folded):
-    run, _, _ = folded
-    with pytest.raises(QslawError, match="int8-row.*--int4-op custom or qdq"):
-        ex.run(ex.ExportConfig(int4_op="matmulnbits", lm_head="int8-row"), run)
 
 
 def test_lm_head_option_refuses_traced_decoder(folded):

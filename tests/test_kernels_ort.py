@@ -58,8 +58,12 @@ def _operands(n, k, gs, seed, bits=4):
 
 
 # decode (M <= 4: every row count of the register tile), prefill (M > 4, partial row tiles), odd N (partial
-# panels), groups that do not start on a code block (gs 12, 3), a short last group (577), one group per row
+# panels), groups that do not start on a code block (gs 12, 3), a short last group (577), one group per row;
+# small calls run inline, the large ones (1 x 1536 x 576 on) in onnxruntime's pool, prefill with few columns
+# split over rows too (9 x 200 x 11)
 SHAPES = [
+    (1, 1536, 576, 128),
+    (3, 640, 1024, 64),
     (1, 576, 192, 128),
     (1, 300, 17, 32),
     (2, 200, 40, 12),

@@ -3,13 +3,7 @@
 import torch
 
 from qslaw_pipe.kernels.lwc import ClippedQuantizer
-from qslaw_pipe.kernels.quant import (
-    dequantize_codes,
-    fake_quant,
-    quantize_codes,
-    rtn_qparams,
-    searched_qparams,
-)
+from qslaw_pipe.kernels.quant import dequantize_codes, fake_quant, quantize_codes, rtn_qparams
 
 
 def _reference_rtn(w, bits, gs):
@@ -42,19 +36,6 @@ def test_rtn_matches_loop_reference_with_short_last_group():
         torch.testing.assert_close(delta, rd.float(), rtol=1e-6, atol=0)
         assert zp.tolist() == rz.tolist()
         torch.testing.assert_close(fake_quant(w, delta, zp, bits, gs), rwq, rtol=1e-5, atol=1e-6)
-
-
-def test_clipping_search_never_errs_more_than_rtn_and_helps_heavy_tails():
-    torch.manual_seed(3)
-    w = torch.distributions.StudentT(3.0).sample((64, 96))  # heavy tails: full-range codes waste levels
-    for bits, gs in [(8, 96), (4, 32)]:
-        errs = {}
-        for name, fn in (("rtn", rtn_qparams), ("searched", searched_qparams)):
-            delta, zp = fn(w, bits, gs)
-            errs[name] = (fake_quant(w, delta, zp, bits, gs) - w).square().reshape(64, -1, gs).sum(-1)
-        assert torch.all(errs["searched"] <= errs["rtn"] * (1 + 1e-6))
-        if bits == 4:  # (at 8 bits and 96 inputs a row's levels are fine enough that full range is best)
-            assert errs["searched"].sum() < 0.97 * errs["rtn"].sum()
 
 
 def test_codes_roundtrip_equals_fake_quant():

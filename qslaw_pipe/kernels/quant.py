@@ -55,30 +55,6 @@ def rtn_qparams(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tens
     return delta, zp.to(torch.uint8)
 
 
-def searched_qparams(
-    w: torch.Tensor, bits: int, group_size: int, ratios: int = 41, shrink: float = 0.6
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max qparams with a clipping search: per group, the range [min, max] scaled by the ratio in
-    linspace(1, shrink, ratios) whose round trip has the smallest squared error (ratio 1 is RTN, so the
-    error never exceeds RTN's)."""
-    g = to_groups(w.float(), group_size)
-    lo, hi = g.amin(-1), g.amax(-1)
-    best = None
-    for r in torch.linspace(1.0, shrink, ratios).tolist():
-        delta, zp = minmax_qparams(lo * r, hi * r, bits)
-        err = (fake_quant_groups(g, delta, zp, bits) - g).square().sum(-1)
-        if best is None:
-            best = [err, delta, zp]
-            continue
-        better = err < best[0]
-        best = [
-            torch.where(better, err, best[0]),
-            torch.where(better, delta, best[1]),
-            torch.where(better, zp, best[2]),
-        ]
-    return best[1], best[2].to(torch.uint8)
-
-
 def fake_quant_groups(g: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor, bits: int) -> torch.Tensor:
     """Grouped fake quantization with straight-through rounding; g [out, n_groups, group_size]."""
     d, z = delta.unsqueeze(-1), zp.unsqueeze(-1).to(g.dtype)

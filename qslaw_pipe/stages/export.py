@@ -29,7 +29,7 @@ DECODERS = ("built", "traced")
 class ExportConfig:
     """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations).
     decoder: built (fused onnxruntime ops, Llama-family models; others fall back to traced) or traced.
-    lm_head: folded (as in the fold artifact) or int8 / int4 / int8-row (quantized at export, built decoder).
+    lm_head: folded (as in the fold artifact) or int8 / int8-g32 / int4 (round-to-nearest at export, built decoder).
     dtype: compressed-tensors' scales and unquantized tensors (fp16 or bf16 for vLLM)."""
 
     format: str = "onnx"
@@ -121,10 +121,9 @@ C = ExportConfig
 @cli.field_option(
     C,
     "lm_head",
-    "folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int4: round-to-nearest "
-    "codes at export (groups of 128 / 32); int8-row: one int8 range per row, clipped where its round trip "
-    "errs least (the bounded choice: see docs/results/inference.md for its logit error). Fewer bytes read "
-    "per token, approximate logits; built decoder only.",
+    "folded: lm_head as in the fold artifact (fp32 unless calibrated); int8 / int8-g32 / int4: round-to-nearest "
+    "codes at export in groups of 128 / 32 / 32, for fewer bytes read per token (approximate logits; int8-g32 "
+    "is the bounded choice, see docs/results/inference.md for each one's logit error); built decoder only.",
     type=click.Choice(LM_HEADS),
 )
 @cli.field_option(

@@ -107,7 +107,7 @@ def export_onnx(
 
     decoder: 'built' assembles decoder.onnx from fused onnxruntime ops (decoder.py) for Llama-family
     models and falls back to 'traced' (torch.onnx.export of transformers' modules) for the others.
-    lm_head: 'folded', or 'int8' / 'int4' / 'int8-row' quantized at export (decoder.LM_HEADS; built decoder only)."""
+    lm_head: 'folded', or 'int8' / 'int8-g32' / 'int4' round-to-nearest at export (decoder.LM_HEADS; built decoder only)."""
     folded = read_folded(fold_dir)
     check_int4(folded.layers, op)
     lm = folded_transformers(fold_dir, folded)
@@ -117,11 +117,6 @@ def export_onnx(
         raise QslawError(
             f"--lm-head {lm_head} needs the built decoder, and this export is traced",
             "export with --lm-head folded",
-        )
-    if lm_head == "int8-row" and op in ("matmulnbits", "fp32"):
-        raise QslawError(
-            "--lm-head int8-row keeps one range per row, which MatMulNBits' power-of-two blocks cannot hold",
-            "export with --int4-op custom or qdq, or with --lm-head int8",
         )
     if decoder == "built":
         graph = build_decoder(model, folded, op, accuracy_level, lm_head)

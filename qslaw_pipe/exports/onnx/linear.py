@@ -12,7 +12,7 @@ import torch
 
 from qslaw_pipe.exports.onnx.builder import GraphBuilder, uint4_tensor
 from qslaw_pipe.exports.onnx.int4_ops import int4_op
-from qslaw_pipe.kernels.quant import quantize_codes, rtn_qparams, searched_qparams
+from qslaw_pipe.kernels.quant import quantize_codes, rtn_qparams
 from qslaw_pipe.pipeline.folded import FoldedLayer, FoldedModel
 
 
@@ -31,11 +31,9 @@ def linear_weights(folded: FoldedModel, state: dict, name: str) -> LinearWeights
     return LinearWeights(state[f"{name}.weight"], state.get(f"{name}.bias"), q)
 
 
-def rtn_linear(lw: LinearWeights, bits: int, group_size: int, search: bool = False) -> LinearWeights:
-    """Round-to-nearest min-max codes for an unquantized Linear (used for lm_head at export); group_size 0:
-    one group per row; `search`: each group's range clipped where its round trip errs least."""
-    group_size = group_size or lw.weight.shape[1]
-    delta, zp = (searched_qparams if search else rtn_qparams)(lw.weight, bits, group_size)
+def rtn_linear(lw: LinearWeights, bits: int, group_size: int) -> LinearWeights:
+    """Round-to-nearest min-max codes for an unquantized Linear (used for lm_head at export)."""
+    delta, zp = rtn_qparams(lw.weight, bits, group_size)
     q = FoldedLayer(
         quantize_codes(lw.weight, delta, zp, bits, group_size), delta, zp, group_size, bits, lw.bias
     )

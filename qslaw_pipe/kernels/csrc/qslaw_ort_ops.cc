@@ -30,21 +30,28 @@ int64_t attr(const OrtKernelInfo* info, const char* name) {
   return Ort::ConstKernelInfo(info).GetAttribute<int64_t>(name);
 }
 
-// Output columns are spread over onnxruntime's own intra-op thread pool (no second pool to oversubscribe).
+// Tasks: blocks of output columns (whole decode / prefill panel blocks) x blocks of rows of A, spread over
+// onnxruntime's own intra-op thread pool (no second pool to oversubscribe). Rows are split only in prefill
+// when there are too few column blocks to keep every core busy (each row block dequantizes its panels again).
 struct MatMulJob {
   const qslaw::Isa* isa;
   qslaw::PackedView w;
   const float* A;
   const float* asum;
   float* Y;
-  int64_t M, panels_per_task;
+  int64_t M, panels_per_task, rows_per_task, column_tasks;
 };
 
 void matmul_task(void* data, size_t i) {
   const auto* j = static_cast<const MatMulJob*>(data);
-  const int64_t p0 = static_cast<int64_t>(i) * j->panels_per_task, p1 = std::min(j->w.P, p0 + j->panels_per_task);
-  j->isa->matmul(j->w, j->A, j->asum, j->Y, j->M, p0, p1);
+  const int64_t c = static_cast<int64_t>(i) % j->column_tasks, r = static_cast<int64_t>(i) / j->column_tasks;
+  const int64_t p0 = c * j->panels_per_task, p1 = std::min(j->w.P, p0 + j->panels_per_task);
+  const int64_t m0 = r * j->rows_per_task, rows = std::min(j->M - m0, j->rows_per_task);
+  j->isa->matmul(j->w, j->A + m0 * j->w.K, j->asum + m0 * j->w.G, j->Y + m0 * j->w.N, rows, p0, p1);
 }
+
+const int64_t kCores = std::max(1u, std::thread::hardware_concurrency());
+constexpr int64_t kInlineMacs = 1 << 19;  // below this much work a call runs on the calling thread alone
 
 struct RowJob {
   const uint8_t* B;
@@ -63,8 +70,7 @@ void dequantize_task(void* data, size_t i) {
 // Tasks go to the pool in at most two contiguous batches per core: handing out decode tasks of ~1 us one by
 // one costs more than they take (the pool's size is not visible to a custom op; the core count bounds it).
 Ort::Status parallel(OrtKernelContext* ctx, void (*fn)(void*, size_t), int64_t tasks, void* job) {
-  static const size_t batches = 2 * std::max(1u, std::thread::hardware_concurrency());
-  const size_t total = static_cast<size_t>(tasks);
+  const size_t batches = static_cast<size_t>(2 * kCores), total = static_cast<size_t>(tasks);
   return Ort::Status(Ort::GetApi().KernelContext_ParallelFor(ctx, fn, total, std::min(total, batches), job));
 }
 
@@ -118,10 +124,21 @@ struct MatMulIntN {
     const int64_t M = A.NumberOfElement() / K;
     float* y = Y.Allocate(out);
     if (M == 0) return Ort::Status{nullptr};
-    std::vector<float> asum(BITS == 4 ? M * w.G : 0);
+    std::vector<float> asum(M * w.G);  // (read by the 4-bit decode kernels only)
     if (BITS == 4) qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
-    MatMulJob job{isa, w, A.Data(), asum.data(), y, M, isa->panels_per_task(M)};
-    return parallel(ctx, matmul_task, (w.P + job.panels_per_task - 1) / job.panels_per_task, &job);
+    const int64_t per_task = isa->panels_per_task(M), columns = (w.P + per_task - 1) / per_task;
+    int64_t rows = M;
+    if (M > 4 && columns < 2 * kCores) {  // prefill with few columns: rows too, in multiples of 8 (the tile)
+      const int64_t row_tasks = std::min((2 * kCores + columns - 1) / columns, (M + 7) / 8);
+      rows = ((M + row_tasks - 1) / row_tasks + 7) / 8 * 8;
+    }
+    MatMulJob job{isa, w, A.Data(), asum.data(), y, M, per_task, rows, columns};
+    const int64_t tasks = columns * ((M + rows - 1) / rows);
+    if (M * N * K < kInlineMacs) {  // waking the pool costs more than the work
+      for (int64_t i = 0; i < tasks; ++i) matmul_task(&job, static_cast<size_t>(i));
+      return Ort::Status{nullptr};
+    }
+    return parallel(ctx, matmul_task, tasks, &job);
   }
 
   int64_t K, N, group_size;
