@@ -50,6 +50,16 @@ def test_reuse_refuse_force(tmp_path, model_file):
     assert header == {"kind": "demo"} and tensors["x"].tolist() == [0, 1, 2, 3]
 
 
+def test_artifact_older_than_a_config_field_counts_as_its_earlier_value(tmp_path, model_file):
+    run, calls = tmp_path / "run", []
+    run_stage(
+        run, "demo", {"a": 1}, {"model": model_file}, _writer(calls)
+    )  # written before `precision` existed
+    assert run_stage(run, "demo", {"a": 1, "precision": "fp32"}, {"model": model_file}, _writer(calls)).reused
+    with pytest.raises(QslawError, match="different config .*precision"):
+        run_stage(run, "demo", {"a": 1, "precision": "fp16"}, {"model": model_file}, _writer(calls))
+
+
 def test_crash_leaves_no_finished_artifact_and_resumes(tmp_path, model_file):
     run = tmp_path / "run"
 

@@ -87,6 +87,39 @@ def test_onnx_export_matches_folded_model(folded, op, node, weight_type, decoder
     )
 
 
+@pytest.mark.parametrize("op", ["matmulnbits", "qdq"])
+def test_fp16_decoder_runs_in_half_precision_close_to_the_folded_model(folded, op):
+    """The CUDA EP's half-precision decoder, checked on the CPU EP (same graph): fp16 activations and KV cache,
+    fp16 scales, the folded codes, fp32 logits within fp16 rounding of the folded model's, same greedy tokens."""
+    run, image, lm = folded
+    out = ex.run(ex.ExportConfig(int4_op=op, precision="fp16"), run).artifact.path
+    assert out.name.endswith("-fp16")
+    graph = onnx.load(str(out / "decoder.onnx")).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]}
+    assert types["inputs_embeds"] == types["past.0.key"] == types["present.0.key"] == onnx.TensorProto.FLOAT16
+    assert types["logits"] == onnx.TensorProto.FLOAT
+    floats = {i.data_type for i in graph.initializer} & {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    assert floats == {onnx.TensorProto.FLOAT16}
+    vlm = OrtVlm(out, device="cpu")
+    ids, pixels = vlm.encode(PROMPT, image)
+    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    assert logits.dtype == np.float32 and past["past.0.key"].dtype == np.float16
+    with torch.no_grad():
+        ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
+    err = np.abs(logits - ref).max() / np.abs(ref).max()
+    assert 1e-5 < err <= 2e-2  # really half precision, and only its rounding
+    expected, _ = _greedy_torch(lm, ids, pixels, 5)
+    assert vlm.generate_ids(ids, pixels, 5) == expected[: len(vlm.generate_ids(ids, pixels, 5))]
+
+
+def test_fp16_export_refuses_what_cannot_read_half_precision(folded):
+    run, _, _ = folded
+    with pytest.raises(QslawError, match="--precision fp16 needs the built decoder.*--int4-op custom"):
+        ex.run(ex.ExportConfig(int4_op="custom", precision="fp16"), run)
+    with pytest.raises(QslawError, match="--precision fp16 applies to --format onnx"):
+        ex.ExportConfig(format="torchao", precision="fp16")
+
+
 def test_onnx_generate_cli_greedy_and_sampling(folded):
     run, image, lm = folded
     out = ex.run(ex.ExportConfig(), run).artifact.path

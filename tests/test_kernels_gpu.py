@@ -109,3 +109,28 @@ def test_cuda_timing_vs_matmulnbits(cuda_library, m, k, n):
     print(
         f"CUDA m={m} k={k} n={n}: ours {t_ours:.1f} us, MatMulNBits {t_theirs:.1f} us, ratio {t_ours / t_theirs:.2f}"
     )
+
+
+@pytest.mark.parametrize(
+    "op, precision, tol", [("matmulnbits", "fp16", 2e-2), ("qdq", "fp16", 2e-2), ("custom", "fp32", 1e-3)]
+)
+def test_exported_vlm_on_the_cuda_ep_matches_the_folded_model(
+    cuda_library, folded_run, monkeypatch, op, precision, tol
+):
+    """The exported tiny VLM on onnxruntime's CUDA EP, every int4 op (the fp16 decoder for the two that read
+    fp16 activations), against the folded PyTorch model: prompt logits and greedy tokens."""
+    from qslaw_pipe.exports.onnx.runtime import OrtVlm
+    from qslaw_pipe.pipeline.folded import load_folded_model
+    from qslaw_pipe.stages import export as ex
+
+    monkeypatch.setenv("QSLAW_ORT_OPS", str(cuda_library))
+    run, image = folded_run
+    out = ex.run(ex.ExportConfig(int4_op=op, precision=precision), run).artifact.path
+    vlm = OrtVlm(out, device="cuda")
+    ids, pixels = vlm.encode("What color is the square?", image)
+    logits, _ = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    lm = load_folded_model(run / "fold")
+    with torch.no_grad():
+        ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
+    assert np.abs(logits - ref).max() <= tol * np.abs(ref).max()
+    assert vlm.generate_ids(ids, pixels, 6) == OrtVlm(out, device="cpu").generate_ids(ids, pixels, 6)

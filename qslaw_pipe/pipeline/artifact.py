@@ -226,10 +226,15 @@ def _identity_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
 
 
+# config fields added after artifacts were written without them, with the value those artifacts had
+LATER_FIELDS = {"precision": "fp32"}
+
+
 def _check_reusable(existing: Artifact, config: dict, hashes: dict, run_dir: Path, stage: str) -> bool:
     """True when the finished artifact matches; raises when it differs (the caller handles --force)."""
     command = stage_command(stage, run_dir)
-    changed = _differences(_identity_config(existing.config), _identity_config(config))
+    older = {k: v for k, v in LATER_FIELDS.items() if k in config and k not in existing.config}
+    changed = _differences(_identity_config({**older, **existing.config}), _identity_config(config))
     if changed:
         raise QslawError(
             f"{existing.path} exists with a different config ({', '.join(changed)})",

@@ -14,7 +14,7 @@ import click
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.exports.onnx.decoder import LM_HEADS
+from qslaw_pipe.exports.onnx.decoder import LM_HEADS, PRECISIONS
 from qslaw_pipe.exports.onnx.int4_ops import OPS as INT4_OPS
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
@@ -30,7 +30,8 @@ class ExportConfig:
     """accuracy_level: MatMulNBits' compute type (0 = fp32 activations, 4 = int8 activations).
     decoder: built (fused onnxruntime ops, Llama-family models; others fall back to traced) or traced.
     lm_head: folded (as in the fold artifact) or int8 / int8-g32 / int4 (round-to-nearest at export, built decoder).
-    dtype: compressed-tensors' scales and unquantized tensors (fp16 or bf16 for vLLM)."""
+    dtype: compressed-tensors' scales and unquantized tensors (fp16 or bf16 for vLLM).
+    precision: the ONNX decoder's activations and KV cache (fp16: for the CUDA EP; fp32 logits either way)."""
 
     format: str = "onnx"
     int4_op: str = "matmulnbits"
@@ -38,6 +39,7 @@ class ExportConfig:
     decoder: str = "built"
     lm_head: str = "folded"
     dtype: str = "fp16"
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -52,6 +54,13 @@ class ExportConfig:
             raise QslawError(f"invalid --dtype {self.dtype}", f"use one of {', '.join(SCALE_DTYPES)}")
         if self.decoder not in DECODERS:
             raise QslawError(f"invalid --decoder {self.decoder}", f"use one of {', '.join(DECODERS)}")
+        if self.precision not in PRECISIONS:
+            raise QslawError(f"invalid --precision {self.precision}", f"use one of {', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and self.format != "onnx":
+            raise QslawError(
+                f"--precision {self.precision} applies to --format onnx",
+                "drop --precision, or export --format onnx",
+            )
 
     @property
     def stage(self) -> str:
@@ -62,7 +71,8 @@ class ExportConfig:
         level = f"-acc{self.accuracy_level}" if self.accuracy_level else ""
         traced = "-traced" if self.decoder == "traced" else ""
         head = "" if self.lm_head == "folded" else f"-head{self.lm_head[3:]}"
-        return f"export-{self.format}-{self.int4_op}{level}{traced}{head}"
+        half = "" if self.precision == "fp32" else f"-{self.precision}"
+        return f"export-{self.format}-{self.int4_op}{level}{traced}{head}{half}"
 
 
 def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
@@ -80,7 +90,9 @@ def run(cfg: ExportConfig, run_dir: Path, force: bool = False) -> StageResult:
         from qslaw_pipe.exports.onnx.export import export_onnx
 
         def work(out, _r):
-            return export_onnx(fold.path, out, cfg.int4_op, cfg.accuracy_level, cfg.decoder, cfg.lm_head)
+            return export_onnx(
+                fold.path, out, cfg.int4_op, cfg.accuracy_level, cfg.decoder, cfg.lm_head, cfg.precision
+            )
 
         config = config_to_dict(cfg)
     return run_stage(run_dir, cfg.stage, config, {"fold": fold.path}, work, force=force, model_input=None)
@@ -132,6 +144,14 @@ C = ExportConfig
     "compressed-tensors: dtype of the scales and of every unquantized tensor (codes stay exact; fp16 rounds "
     "scales least; vLLM's int4 kernels take fp16 or bf16).",
     type=click.Choice(SCALE_DTYPES),
+)
+@cli.field_option(
+    C,
+    "precision",
+    "onnx: the decoder's activations, norms, attention and KV cache. fp16 halves the bytes moved per token on "
+    "a GPU (onnxruntime's CUDA EP); int4 codes stay exact, logits stay fp32; needs the built decoder and "
+    "--int4-op matmulnbits or qdq (our custom op reads fp32 activations).",
+    type=click.Choice(PRECISIONS),
 )
 @cli.stage_options
 def command(run_dir, recipe, force, as_json, **flags) -> None:

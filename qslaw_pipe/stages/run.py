@@ -13,7 +13,7 @@ import click
 
 from qslaw_pipe.cli_common import ShownDefault, emit, field_default, json_option, quiet_libraries, user_errors
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.exports.onnx.runtime import OrtVlm
+from qslaw_pipe.exports.onnx.runtime import OrtVlm, providers
 from qslaw_pipe.pipeline.config import config_from_mapping, load_recipe
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sets import load_samples
@@ -72,6 +72,15 @@ def recipe_value(flag: str) -> str:
     """What the packaged recipe sets for a run flag (shown as its default in --help)."""
     section, key = FLAGS[flag][0]
     return str((load_recipe(RECIPE).get(section) or {}).get(key, field_default(SECTIONS[section], key)))
+
+
+def deployment_export(cfg: export.ExportConfig, device: str) -> export.ExportConfig:
+    """The export `run` deploys: where onnxruntime will run the decoder on a GPU (CUDA EP, device auto / cuda),
+    the fp16 decoder for the ops that read fp16 activations, unless the recipe chose a precision other than fp32."""
+    on_gpu = providers(device.split(":")[0])[0] == "CUDAExecutionProvider"
+    if on_gpu and cfg.format == "onnx" and cfg.precision == "fp32" and cfg.int4_op in ("matmulnbits", "qdq"):
+        return replace(cfg, precision="fp16")
+    return cfg
 
 
 def demo_sample(data: str):
@@ -144,8 +153,9 @@ def command(run_dir, model, text, recipe, as_json, **flags) -> None:
     _step(
         4, "fold", f"{folded.path} (int4 Linears {folded.metrics['quantized_ratio']:.2f}x their fp16 bytes)"
     )
-    onnx = export.run(cfg.export, run_dir).artifact
-    _step(5, "export", f"{onnx.path} ({cfg.export.int4_op} int4, onnxruntime)")
+    deployed = deployment_export(cfg.export, cfg.mcq.device)
+    onnx = export.run(deployed, run_dir).artifact
+    _step(5, "export", f"{onnx.path} ({deployed.int4_op} int4, {deployed.precision} decoder, onnxruntime)")
     mcq = eval_mcq.run_mcq(replace(cfg.mcq, onnx=str(onnx.path)), run_dir).artifact.metrics
     _step(
         6, "eval mcq", f"accuracy {100 * mcq['accuracy']:.1f}% on {mcq['n']} test questions, in onnxruntime"

@@ -39,10 +39,21 @@ def pin_ir(model: onnx.ModelProto) -> bool:
 
 
 class GraphBuilder:
-    def __init__(self):
+    """float_type: the type of the graph's floating-point tensors (fp32, or fp16 for a half-precision decoder)."""
+
+    def __init__(self, float_type=np.float32):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
+        self.float_type = np.dtype(float_type)
         self._count = 0
+
+    @property
+    def onnx_float(self) -> int:
+        return helper.np_dtype_to_tensor_dtype(self.float_type)
+
+    def floating(self, name: str, value) -> str:
+        """A floating-point initializer in the graph's float type."""
+        return self.initializer(name, np.asarray(value, dtype=self.float_type))
 
     def fresh(self, stem: str) -> str:
         self._count += 1

@@ -60,7 +60,7 @@ def rotary_caches(model, max_positions: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _norm_weight(g: GraphBuilder, module, stem: str) -> str:
-    return g.initializer(stem, module.weight.detach().float().numpy().copy())
+    return g.floating(stem, module.weight.detach().float().numpy().copy())
 
 
 def _eps(module) -> float:
@@ -71,7 +71,7 @@ def _rms_norm(g: GraphBuilder, x: str, weight: str, eps: float) -> str:
     """x / sqrt(mean(x^2) + eps) * weight from standard ops (onnxruntime fuses it; the checker knows them)."""
     last = g.initializer(g.fresh("axis"), np.array([-1], np.int64))
     ms = g.node("ReduceMean", [g.node("Mul", [x, x]), last])
-    eps_c = g.initializer(g.fresh("eps"), np.array(eps, np.float32))
+    eps_c = g.floating(g.fresh("eps"), np.array(eps))
     return g.node("Mul", [g.node("Div", [x, g.node("Sqrt", [g.node("Add", [ms, eps_c])])]), weight])
 
 
@@ -136,9 +136,10 @@ def _layer(g, i, layer, x, residual, w, op, level, attn_inputs, heads):
     return linear(g, act, w(m.down_proj), op, level, f"layers.{i}.down"), residual
 
 
-def _io(text, vocab: int):
+def _io(text, vocab: int, f: int):
+    """Graph inputs / outputs; `f`: the activations' and KV cache's type (logits are always fp32)."""
     kv_heads, head_dim = kv_shape(text)
-    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    i64 = TensorProto.INT64
     layers = text.num_hidden_layers
     inputs = [
         helper.make_tensor_value_info("inputs_embeds", f, ["batch", "seq", text.hidden_size]),
@@ -150,7 +151,7 @@ def _io(text, vocab: int):
         ),
     ]
     outputs = [
-        helper.make_tensor_value_info("logits", f, ["batch", "seq", vocab]),
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab]),
         *(
             helper.make_tensor_value_info(n, f, ["batch", kv_heads, "total", head_dim])
             for n in kv_names(layers, "present")
@@ -179,17 +180,27 @@ def head_weights(lw, lm_head: str):
     return rtn_linear(lw, *LM_HEADS[lm_head])
 
 
+PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
+
+
 def build_decoder(
-    model, folded: FoldedModel, op: str, accuracy_level: int = 0, lm_head: str = "folded"
+    model,
+    folded: FoldedModel,
+    op: str,
+    accuracy_level: int = 0,
+    lm_head: str = "folded",
+    precision: str = "fp32",
 ) -> onnx.ModelProto:
     """The decoder graph of a folded model (`model`: load_folded_model(...).model, eval, fp32).
-    lm_head: 'folded', or 'int8' / 'int4' round-to-nearest at export (see LM_HEADS)."""
+    lm_head: 'folded', or quantized at export (see LM_HEADS). precision: the activations', norms', attention's,
+    KV cache's and scales' type (fp16: the CUDA EP's half-precision decoder; int4 codes unchanged); the
+    logits are fp32 either way."""
     text = model.config.get_text_config()
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    g, w = GraphBuilder(), _Weights(model, folded)
+    g, w = GraphBuilder(PRECISIONS[precision]), _Weights(model, folded)
     seqlens, total = _lengths(g)
     cos, sin = rotary_caches(model, text.max_position_embeddings)
-    cos, sin = g.initializer("rotary.cos", cos), g.initializer("rotary.sin", sin)
+    cos, sin = g.floating("rotary.cos", cos), g.floating("rotary.sin", sin)
     heads = (text.num_attention_heads, kv_shape(text)[0])
     x, residual = "inputs_embeds", None
     for i, layer in enumerate(decoder.layers):
@@ -204,11 +215,12 @@ def build_decoder(
         epsilon=_eps(decoder.norm),
     )
     head_op = "matmulnbits" if op == "fp32" and lm_head != "folded" else op
-    g.rename_output(
-        linear(g, h, [head_weights(w(head)[0], lm_head)], head_op, accuracy_level, "lm_head"), "logits"
-    )
+    logits = linear(g, h, [head_weights(w(head)[0], lm_head)], head_op, accuracy_level, "lm_head")
+    if g.float_type != np.float32:
+        logits = g.node("Cast", [logits], to=TensorProto.FLOAT)
+    g.rename_output(logits, "logits")
     opsets = {"": 21, "com.microsoft": 1, **({CUSTOM_DOMAIN: 1} if op == "custom" else {})}
-    return g.model("decoder", *_io(text, head.weight.shape[0]), opsets)
+    return g.model("decoder", *_io(text, head.weight.shape[0], g.onnx_float), opsets)
 
 
 def save_decoder(model_proto: onnx.ModelProto, path: Path) -> None:

@@ -102,12 +102,15 @@ def export_onnx(
     accuracy_level: int = 0,
     decoder: str = "built",
     lm_head: str = "folded",
+    precision: str = "fp32",
 ) -> dict:
     """Write vision.onnx, embed.onnx, decoder.onnx and qslaw_onnx.json into `out`; returns a summary.
 
     decoder: 'built' assembles decoder.onnx from fused onnxruntime ops (decoder.py) for Llama-family
     models and falls back to 'traced' (torch.onnx.export of transformers' modules) for the others.
-    lm_head: 'folded', or 'int8' / 'int8-g32' / 'int4' round-to-nearest at export (decoder.LM_HEADS; built decoder only)."""
+    lm_head: 'folded', or 'int8' / 'int8-g32' / 'int4' round-to-nearest at export (decoder.LM_HEADS; built decoder only).
+    precision: fp32, or fp16 (built decoder with matmulnbits / qdq: half-precision activations and KV cache,
+    fp32 logits; the vision and embed graphs stay fp32 and the runtime casts their outputs)."""
     folded = read_folded(fold_dir)
     check_int4(folded.layers, op)
     lm = folded_transformers(fold_dir, folded)
@@ -118,8 +121,14 @@ def export_onnx(
             f"--lm-head {lm_head} needs the built decoder, and this export is traced",
             "export with --lm-head folded",
         )
+    if precision != "fp32" and (decoder == "traced" or op == "custom"):
+        raise QslawError(
+            f"--precision {precision} needs the built decoder and an int4 op that reads {precision} activations "
+            f"(this export: {decoder} decoder, --int4-op {op})",
+            "export with --int4-op matmulnbits or qdq (Llama-family models), or with --precision fp32",
+        )
     if decoder == "built":
-        graph = build_decoder(model, folded, op, accuracy_level, lm_head)
+        graph = build_decoder(model, folded, op, accuracy_level, lm_head, precision)
         save_decoder(graph, out / "decoder.onnx")
     model.config.get_text_config()._attn_implementation = "eager"
     model.model.language_model.config._attn_implementation = "eager"
@@ -185,6 +194,7 @@ def export_onnx(
         "accuracy_level": accuracy_level,
         "decoder": decoder,
         "lm_head": lm_head,
+        "precision": precision,
         "layers": layers,
         "kv_heads": kv_heads,
         "head_dim": head_dim,

@@ -7,7 +7,6 @@ int4_ops.INT4_OPS, or fp32 (dequantized weights, plain MatMul: the baseline).
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from qslaw_pipe.exports.onnx.builder import GraphBuilder, uint4_tensor
@@ -63,10 +62,13 @@ def _stack(parts: list[LinearWeights]) -> LinearWeights:
 def _matmul(g: GraphBuilder, x: str, lw: LinearWeights, op: str, level: int, stem: str) -> str:
     n, k = lw.weight.shape
     if lw.q is None or op == "fp32":
-        return g.node("MatMul", [x, g.initializer(f"{stem}.wT", lw.weight.t().contiguous().numpy())])
+        return g.node("MatMul", [x, g.floating(f"{stem}.wT", lw.weight.t().contiguous().numpy())])
     spec, q = int4_op(op, lw.q.bits), lw.q
     names = []
     for i, (name, t) in enumerate(zip(spec.inputs, spec.operands(q), strict=True)):
+        if t.is_floating_point():  # scales, in the graph's float type (the activations' type)
+            names.append(g.floating(f"{stem}.{name}", t.numpy()))
+            continue
         value = uint4_tensor(f"{stem}.{name}", t) if i in spec.uint4 and q.bits <= 4 else t.numpy()
         names.append(g.initializer(f"{stem}.{name}", value))
     return spec.emit(g.node, x, names, k, n, q.group_size, q.bits, level)
@@ -80,5 +82,5 @@ def linear(g: GraphBuilder, x: str, parts: list[LinearWeights], op: str, level: 
     lw = _stack(parts)
     y = _matmul(g, x, lw, op, level, stem)
     if lw.bias is not None:
-        y = g.node("Add", [y, g.initializer(f"{stem}.bias", lw.bias.numpy().astype(np.float32))])
+        y = g.node("Add", [y, g.floating(f"{stem}.bias", lw.bias.numpy())])
     return y

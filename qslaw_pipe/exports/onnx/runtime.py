@@ -73,6 +73,8 @@ class OrtVlm:
         single = ort.SessionOptions()
         single.intra_op_num_threads = 1
         self.embed = ort.InferenceSession(str(export_dir / "embed.onnx"), single, providers=prov)
+        # the decoder's activation type (an fp16 export takes fp16 embeddings and KV cache; vision and embed are fp32)
+        self.dtype = np.float16 if self.decoder.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.processor = AutoProcessor.from_pretrained(export_dir, trust_remote_code=False)
         self.tokenizer = self.processor.tokenizer
         self.stop = {t for t in (self.tokenizer.eos_token_id, self.spec["eos_token_id"]) if t is not None}
@@ -83,16 +85,17 @@ class OrtVlm:
             feats = self.vision.run(None, {"pixel_values": pixel_values.astype(np.float32)})[0]
             mask = input_ids == self.spec["image_token_id"]
             embeds[mask] = feats.reshape(-1, feats.shape[-1])[: int(mask.sum())]
-        return embeds
+        return embeds.astype(self.dtype, copy=False)
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         shape = (batch, self.spec["kv_heads"], 0, self.spec["head_dim"])
-        return {k: np.zeros(shape, np.float32) for k in kv_names(self.spec["layers"], "past")}
+        return {k: np.zeros(shape, self.dtype) for k in kv_names(self.spec["layers"], "past")}
 
     def step(self, embeds: np.ndarray, mask: np.ndarray, past: dict) -> tuple[np.ndarray, dict]:
         """One decoder call: returns (logits [B, S, V], the new past)."""
         start = mask.shape[1] - embeds.shape[1]
         pos = np.broadcast_to(np.arange(start, mask.shape[1], dtype=np.int64), embeds.shape[:2]).copy()
+        embeds = embeds.astype(self.dtype, copy=False)
         out = self.decoder.run(
             None, {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, **past}
         )
