@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from qslaw_pipe.cli_common import quiet_libraries
-from qslaw_pipe.exports.onnx.runtime import OrtVlm
+from qslaw_pipe.exports.onnx.runtime import OrtVlm, register_library
 from qslaw_pipe.exports.torchao import load_torchao
 from qslaw_pipe.kernels.build import library_path
 from qslaw_pipe.kernels.isa import cpu_description, selected_isa
@@ -93,6 +94,29 @@ def time_torch(lm, ids, pixels, tokens: int) -> tuple[float, float, list[int]]:
     return ttft, tokens / (time.perf_counter() - t1), seq
 
 
+def profile_ops(export_dir: Path, ids, pixels, tokens: int) -> dict[str, float]:
+    """Microseconds per decoded token spent in each op type of the decoder (onnxruntime's profiler, decode
+    steps only: the prompt's step is left out)."""
+    vlm = OrtVlm(export_dir, device="cpu")
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(export_dir / "profile")
+    if vlm.spec["int4_op"] == "custom":
+        register_library(opts)
+    vlm.decoder = ort.InferenceSession(
+        str(export_dir / "decoder.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
+    time_ort(vlm, ids, pixels, tokens)
+    events = json.loads(Path(vlm.decoder.end_profiling()).read_text())
+    runs = [e for e in events if e.get("name") == "model_run"]
+    prompt_end = runs[0]["ts"] + runs[0]["dur"]
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] > prompt_end:
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / tokens
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
 def prepare_run(args) -> Path:
     run = args.runs
     if not (run / "calibrate").exists():
@@ -143,6 +167,9 @@ def main() -> None:
         for name, lm in torch_runners.items():
             results[name].append(time_torch(lm, ids, pixels, args.tokens))
     bandwidth = copy_bandwidth()
+    profiles = {
+        name: profile_ops(dirs[name], ids, pixels, args.tokens) for name in (FP32, OURS) if name in dirs
+    }
     rows = []
     reference = results["PyTorch fp32"][0][2]  # the folded model's own greedy tokens
     ref_np = ref.numpy()
@@ -163,7 +190,7 @@ def main() -> None:
             row["bound_tok_s"] = bandwidth / row["decoder_weight_bytes"]
         rows.append(row)
         print(row, flush=True)
-    write(rows, run, args, bandwidth, torch_lm, ids.shape[1], torchao_rel_err)
+    write(rows, run, args, bandwidth, torch_lm, ids.shape[1], torchao_rel_err, profiles)
 
 
 def _verdict(ok: bool) -> str:
@@ -171,7 +198,14 @@ def _verdict(ok: bool) -> str:
 
 
 def write(
-    rows, run: Path, args, bandwidth: float, torch_lm, prompt_tokens: int, torchao_rel_err: float
+    rows,
+    run: Path,
+    args,
+    bandwidth: float,
+    torch_lm,
+    prompt_tokens: int,
+    torchao_rel_err: float,
+    profiles: dict,
 ) -> None:
     fold = json.loads((run / "fold" / "manifest.json").read_text())["metrics"]
     fp16_lm = 2 * sum(p.numel() for p in torch_lm.model.get_decoder().parameters()) + 2 * (
@@ -221,7 +255,9 @@ def write(
         "smallest_decoder_bytes_over_fp16_lm": smallest["bytes_over_fp16_lm"],
     }
     (OUT / "inference.json").write_text(
-        json.dumps({"setup": setup, "rows": rows, "summary": summary}, indent=2)
+        json.dumps(
+            {"setup": setup, "rows": rows, "summary": summary, "decode_profile_us": profiles}, indent=2
+        )
     )
     lines = [
         "# Inference benchmark (CPU, batch 1)",
@@ -281,6 +317,21 @@ def write(
         "- torchao int4: the exported IntxUnpackedToInt8Tensor checkpoint packed into Int4OpaqueTensor at load; its prompt "
         f"logits differ from the folded fp32 model by {torchao_rel_err:.1e} (max, relative).",
     ]
+    if profiles:
+        ops = list(dict.fromkeys(op for prof in profiles.values() for op in prof))
+        lines += [
+            "",
+            "Where a decoded token's time goes (onnxruntime's profiler, one more decode of the same prompt, "
+            "microseconds per token by op type; profiling adds a little per node):",
+            "",
+            "| op type | " + " | ".join(profiles) + " |",
+            "|---" * (1 + len(profiles)) + "|",
+            *(
+                f"| {op} | " + " | ".join(f"{prof.get(op, 0):.0f}" for prof in profiles.values()) + " |"
+                for op in ops
+            ),
+            "| total | " + " | ".join(f"{sum(prof.values()):.0f}" for prof in profiles.values()) + " |",
+        ]
     (OUT / "inference.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
