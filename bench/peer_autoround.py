@@ -8,7 +8,6 @@ chunks, saved in its `fake` format (dequantized weights) and scored on the held-
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import torch  # noqa: E402
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from peer_llmcompressor import perplexity  # noqa: E402
+from peer_llmcompressor import report  # noqa: E402
 
 
 def main() -> None:
@@ -29,6 +28,9 @@ def main() -> None:
     ap.add_argument("--bits", type=int, required=True)
     ap.add_argument("--group", type=int, required=True)
     ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument(
+        "--save", type=Path, help="Also save the quantized decoder Linears' effective weights here."
+    )
     args = ap.parse_args()
     from auto_round import AutoRound
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,9 +58,9 @@ def main() -> None:
         saved = next(
             p.parent for p in Path(out).rglob("config.json")
         )  # it adds a <name>-w<bits>g<group> folder
-        quantized = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
-        ppl = perplexity(quantized, tokens["windows"])
-    print(json.dumps({"bits": args.bits, "group": args.group, "ppl": ppl, "calib_s": elapsed}))
+        report(
+            AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32), tokens["windows"], args, elapsed
+        )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,37 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 4) -> float:
     return math.exp(nll / count)
 
 
+@torch.no_grad()
+def save_effective_linears(model, path: Path | None) -> None:
+    """Each decoder Linear's weight as the peer's forward applies it (one-hot inputs through the module, its
+    fake quantization included, bias removed: exact), keyed by name under the decoder, for bench/calibrate_mcq.py."""
+    if path is None:
+        return
+    weights = {}
+    for name, module in model.model.layers.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            y = module(torch.eye(module.in_features))
+            if module.bias is not None:
+                y = y - module.bias
+            weights[f"layers.{name}.weight"] = y.t().contiguous()
+    torch.save(weights, path)
+
+
+def report(model, windows: torch.Tensor, args, elapsed: float) -> None:
+    """A peer's result: perplexity on the held-out windows, its weights kept when asked, one JSON line."""
+    ppl = perplexity(model, windows)
+    save_effective_linears(model, args.save)
+    print(json.dumps({"bits": args.bits, "group": args.group, "ppl": ppl, "calib_s": elapsed}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--bits", type=int, required=True)
     ap.add_argument("--group", type=int, required=True)
+    ap.add_argument(
+        "--save", type=Path, help="Also save the quantized decoder Linears' effective weights here."
+    )
     args = ap.parse_args()
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -69,9 +95,7 @@ def main() -> None:
         num_calibration_samples=len(calib),
         max_seq_length=tokens["calib"].shape[1],
     )
-    elapsed = time.perf_counter() - start
-    ppl = perplexity(model, tokens["windows"])
-    print(json.dumps({"bits": args.bits, "group": args.group, "ppl": ppl, "calib_s": elapsed}))
+    report(model, tokens["windows"], args, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ against real peers). Each peer runs in its own environment, built here when miss
                         which pins transformers <= 5.17 and compressed-tensors 0.19, hence its own venv)
   AutoRound            (the same venv: llmcompressor pins auto-round 0.15.1); `--autoround-iters` per block
                         (its default 200; its "light" preset 50)
+  HQQ                  (the same venv, hqq 0.2.8.post1: calibration-free, configured as its authors' defaults,
+                        bench/peer_hqq.py)
 
 Our side writes WORK/lm (the default VLM's language model as a causal LM), WORK/tokens.pt (the calibration
 chunks and the held-out windows of bench/calibrate.py, tokenized by our code) and calls
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_PACKAGES = ["torch==2.13.0", "llmcompressor==0.14.0.1"]
+PEER_PACKAGES = ["torch==2.13.0", "llmcompressor==0.14.0.1", "hqq==0.2.8.post1"]
 
 
 def peer_python() -> Path:
@@ -35,7 +37,9 @@ def peer_python() -> Path:
     python = venv / "bin" / "python"
     if not python.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True
+    )  # no-op when present
     return python
 
 
@@ -72,6 +76,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-peers")
     ap.add_argument("--peers", default="gptq,autoround")
     ap.add_argument("--autoround-iters", type=int, default=200)
+    ap.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="Keep each peer's quantized decoder weights (WORK/w<bits>-<peer>.pt) for bench/calibrate_mcq.py --direct.",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from calibrate import merge_earlier, write
@@ -82,6 +91,8 @@ def main() -> None:
     write_inputs(args.work, args.nsamples, args.windows)
     scripts = {
         "gptq": ("peer_llmcompressor.py", [], f"llm-compressor GPTQ g{args.group}"),
+        "hqq": ("peer_hqq.py", [], f"HQQ g{args.group} (its authors' defaults)"),
+        "hqq-rtn": ("peer_hqq.py", ["--no-optimize"], f"HQQ g{args.group}, solver off"),
         "autoround": (
             "peer_autoround.py",
             ["--iters", str(args.autoround_iters)],
@@ -94,6 +105,8 @@ def main() -> None:
         for bits in (int(b) for b in args.bits.split(",")):
             cmd = [str(python), str(ROOT / "bench" / script), "--work", str(args.work), *extra]
             cmd += ["--bits", str(bits), "--group", str(args.group)]
+            if args.save_weights:
+                cmd += ["--save", str(args.work / f"w{bits}-{peer}.pt")]
             result = json.loads(
                 subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
             )
