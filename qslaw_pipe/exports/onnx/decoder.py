@@ -29,9 +29,8 @@ from qslaw_pipe.pipeline.folded import FoldedModel
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 # lm_head at export: as folded, or round-to-nearest codes (bits, group size) to cut the bytes read per token.
-# int8-g32 is the bounded choice: on the default VLM its logit error is 6.5e-3 where groups of 128 give
-# 1.2e-2 and one range per row 1.8e-2 (a clipping search per group or row left these unchanged: the error
-# is set by the step, not the outliers)
+# int8-g32 is the bounded choice (its logit error and int8's: docs/results/inference.md); one int8 range per row,
+# with or without a clipping search, erred more on the default VLM (the step sets the error, not outliers)
 LM_HEADS = {"folded": None, "int8": (8, 128), "int8-g32": (8, 32), "int4": (4, 32)}
 
 
