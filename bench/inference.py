@@ -316,6 +316,8 @@ def write(
         f"{summary['smallest_decoder_bytes_over_fp16_lm']:.3f}x ({_verdict(summary['smallest_decoder_bytes_over_fp16_lm'] <= 0.3)}).",
         "- torchao int4: the exported IntxUnpackedToInt8Tensor checkpoint packed into Int4OpaqueTensor at load; its prompt "
         f"logits differ from the folded fp32 model by {torchao_rel_err:.1e} (max, relative).",
+        "- CUDA: this table is the CPU's (onnxruntime's CPU EP). No GPU was lent to the session that produced it, so the "
+        "CUDA EP rows (fp16 decoder vs int4, and the 7B-shaped LM) are not measured.",
     ]
     if profiles:
         ops = list(dict.fromkeys(op for prof in profiles.values() for op in prof))
