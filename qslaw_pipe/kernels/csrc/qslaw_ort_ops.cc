@@ -128,8 +128,8 @@ struct MatMulIntN {
     if (BITS == 4) qslaw::group_sums(A.Data(), M, K, group_size, asum.data());
     const int64_t per_task = isa->panels_per_task(M), columns = (w.P + per_task - 1) / per_task;
     int64_t rows = M;
-    if (M > 4 && columns < 2 * kCores) {  // prefill with few columns: rows too, in multiples of 8 (the tile)
-      const int64_t row_tasks = std::min((2 * kCores + columns - 1) / columns, (M + 7) / 8);
+    if (M > 4 && columns < 4 * kCores) {  // prefill with few columns: rows too, in multiples of 8 (the tile)
+      const int64_t row_tasks = std::min((4 * kCores + columns - 1) / columns, (M + 7) / 8);
       rows = ((M + row_tasks - 1) / row_tasks + 7) / 8 * 8;
     }
     MatMulJob job{isa, w, A.Data(), asum.data(), y, M, per_task, rows, columns};
