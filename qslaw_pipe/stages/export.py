@@ -148,9 +148,9 @@ C = ExportConfig
 @cli.field_option(
     C,
     "precision",
-    "onnx: the decoder's activations, norms, attention and KV cache. fp16 halves the bytes moved per token on "
-    "a GPU (onnxruntime's CUDA EP); int4 codes stay exact, logits stay fp32; needs the built decoder and "
-    "--int4-op matmulnbits or qdq (our custom op reads fp32 activations).",
+    "onnx: the type of the decoder's activations, norms, attention, KV cache and scales. fp16 is for "
+    "onnxruntime's CUDA EP, whose attention kernel is fp16/bf16; int4 codes stay exact, logits stay fp32; needs "
+    "the built decoder and --int4-op matmulnbits or qdq (our custom op reads fp32 activations).",
     type=click.Choice(PRECISIONS),
 )
 @cli.stage_options

@@ -85,7 +85,7 @@ class OrtVlm:
             feats = self.vision.run(None, {"pixel_values": pixel_values.astype(np.float32)})[0]
             mask = input_ids == self.spec["image_token_id"]
             embeds[mask] = feats.reshape(-1, feats.shape[-1])[: int(mask.sum())]
-        return embeds.astype(self.dtype, copy=False)
+        return embeds
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         shape = (batch, self.spec["kv_heads"], 0, self.spec["head_dim"])
@@ -95,7 +95,9 @@ class OrtVlm:
         """One decoder call: returns (logits [B, S, V], the new past)."""
         start = mask.shape[1] - embeds.shape[1]
         pos = np.broadcast_to(np.arange(start, mask.shape[1], dtype=np.int64), embeds.shape[:2]).copy()
-        embeds = embeds.astype(self.dtype, copy=False)
+        embeds = embeds.astype(
+            self.dtype, copy=False
+        )  # vision and embed graphs are fp32; an fp16 decoder is not
         out = self.decoder.run(
             None, {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, **past}
         )
