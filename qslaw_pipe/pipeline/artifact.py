@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.paths import cache_root
 from qslaw_pipe.pipeline.config import read_mapping
 from qslaw_pipe.pipeline.hashing import files_of, sha256_file, sha256_path
 from qslaw_pipe.pipeline.lock import stage_lock
@@ -37,6 +38,9 @@ PARTIAL_STATE = "partial.json"
 # calibrated on a GPU is reused (and resumed) on a CPU; fused or eager kernels, recomputed or kept
 # activations and weights compute the same values
 PLACEMENT_KEYS = ("device", "compile", "grad_checkpoint", "backward_weights", "shard")
+# config fields that locate an input (also recorded, by content, among the inputs): a run directory moved
+# or copied elsewhere keeps its artifacts
+LOCATION_KEYS = ("onnx",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Artifact:
 
     def input_sha(self, name: str) -> str:
         return self.manifest["inputs"][name]["sha256"]
+
+    def input_path(self, name: str) -> Path:
+        """Where input `name` is now: beside the artifact when it was in the run directory, in this
+        machine's cache when it was in the cache (the default model), else at its recorded path."""
+        return recorded_location(self.path, self.manifest["inputs"][name])
 
 
 @dataclass(frozen=True)
@@ -137,9 +146,10 @@ def _load_manifest(path: Path) -> dict:
 
 
 def hash_inputs(inputs: Mapping[str, Path], run_dir: Path | None = None) -> dict[str, dict]:
-    """Identity of each input (artifacts verified first); a missing input is a user error naming it.
-    Inputs inside `run_dir` are also recorded relative to it (`in_run`), so a copied or moved run
-    directory is checked against its own earlier stages, never against the place it came from."""
+    """Identity of each input (artifacts verified, against these inputs where they share a name); a missing
+    input is a user error naming it. Inputs inside `run_dir` are also recorded relative to it (`in_run`), and
+    inputs in the cache (the default model) relative to the cache (`in_cache`), so a run directory copied to
+    another place or machine is checked against its own earlier stages and that machine's cache."""
     out = {}
     for name, path in inputs.items():
         path = Path(path)
@@ -147,12 +157,25 @@ def hash_inputs(inputs: Mapping[str, Path], run_dir: Path | None = None) -> dict
             raise QslawError(
                 f"input '{name}' not found at {path}", "check the path or run the stage that makes it"
             )
-        if (path / MANIFEST).is_file():
-            artifact_at(path)
         out[name] = {"path": str(path.resolve()), "sha256": identity(path)}
-        if run_dir is not None and path.resolve().is_relative_to(Path(run_dir).resolve()):
-            out[name]["in_run"] = str(path.resolve().relative_to(Path(run_dir).resolve()))
+        for key, root in (("in_run", run_dir), ("in_cache", cache_root())):
+            if root is not None and path.resolve().is_relative_to(Path(root).resolve()):
+                out[name][key] = str(path.resolve().relative_to(Path(root).resolve()))
+                break
+    known = {name: v["sha256"] for name, v in out.items()}
+    for path in inputs.values():
+        if (Path(path) / MANIFEST).is_file():
+            artifact_at(path, known=known)
     return out
+
+
+def recorded_location(artifact_dir: Path, recorded: dict) -> Path:
+    """An input's location now (see Artifact.input_path)."""
+    if "in_run" in recorded:
+        return Path(artifact_dir).parent / recorded["in_run"]
+    if "in_cache" in recorded:
+        return cache_root() / recorded["in_cache"]
+    return Path(recorded["path"])
 
 
 def read_artifact(run_dir: Path, stage: str, *, model_sha: str | None = None) -> Artifact:
@@ -169,9 +192,13 @@ def artifact_at(
     fix: str = "pass a finished stage directory",
     redo: str | None = None,
     check_inputs: bool = True,
+    known: Mapping[str, str] | None = None,
 ) -> Artifact:
     """The finished artifact directory `path` (any stage's), verified: its files against its manifest,
-    each recorded input against that input's identity now (so stale inputs up the chain are refused)."""
+    each recorded input against that input's identity now (so stale inputs up the chain are refused).
+    An input whose identity is in `known` under its name (the reading stage holds the same content) is
+    current wherever it lies; one gone from every place it was recorded at cannot be checked and is not
+    refused (the artifact's own files are verified; a stage that needs that input names it itself)."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -193,11 +220,11 @@ def artifact_at(
         )
     _verify_outputs(path, manifest.get("outputs") or {}, redo)
     for name, recorded in (manifest.get("inputs") or {}).items() if check_inputs else ():
-        source = path.parent / recorded["in_run"] if "in_run" in recorded else Path(recorded["path"])
-        if not source.exists() or identity(source) != recorded["sha256"]:
-            raise QslawError(
-                f"{path} was made from another {name} ({source} changed or went away since)", redo
-            )
+        if (known or {}).get(name) == recorded["sha256"]:
+            continue
+        source = recorded_location(path, recorded)
+        if source.exists() and identity(source) != recorded["sha256"]:
+            raise QslawError(f"{path} was made from another {name} ({source} changed since)", redo)
     return Artifact(path, manifest)
 
 
@@ -223,7 +250,7 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 
 def _identity_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
+    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS + LOCATION_KEYS}
 
 
 # config fields added after artifacts were written without them, with the value those artifacts had

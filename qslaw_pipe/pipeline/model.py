@@ -90,6 +90,20 @@ def resolve_model(model: Path | None) -> Path:
     return path
 
 
+def recorded_model(artifact) -> Path:
+    """The model directory a finished artifact (calibrate, tune) was made from, where it is now (the
+    default model in this machine's cache); a one-line error when it is gone."""
+    path = artifact.input_path("model")
+    if not (path / "config.json").is_file():
+        fix = (
+            "run `qslaw-pipe prepare` to rebuild it"
+            if "in_cache" in artifact.manifest["inputs"]["model"]
+            else "put the model back at that path"
+        )
+        raise QslawError(f"the model {artifact.path} was made from is gone from {path}", fix)
+    return path
+
+
 def copy_model_files(src: Path, dst: Path) -> None:
     """The config, tokenizer and processor files of model directory `src` (not its weights or manifest)."""
     for f in Path(src).iterdir():  # symlinks are not followed: only the directory's own files travel

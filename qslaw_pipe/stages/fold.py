@@ -20,7 +20,7 @@ from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, 
 from qslaw_pipe.pipeline.config import merge_recipe
 from qslaw_pipe.pipeline.device import check_device, resolve
 from qslaw_pipe.pipeline.folded import LAYOUT_VERSION, FoldedLayer, FoldedModel, write_folded
-from qslaw_pipe.pipeline.model import copy_model_files, load_model
+from qslaw_pipe.pipeline.model import copy_model_files, load_model, recorded_model
 from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
 from qslaw_pipe.pipeline.tuned import QUANTIZED, load_parameters, read_tuned
 
@@ -94,7 +94,7 @@ def _sources(run_dir: Path, cfg: FoldConfig):
 
 def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
     calib, tune = _sources(run_dir, cfg)
-    model_dir = Path(calib.manifest["inputs"]["model"]["path"])
+    model_dir = recorded_model(calib)
     lm = load_model(model_dir)
     qparams = load_qparams(calib)
     tuned = read_tuned(tune) if tune is not None else None
@@ -119,7 +119,7 @@ def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
 
 def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
     calib = read_artifact(run_dir, "calibrate")
-    inputs = {"calibrate": calib.path, "model": Path(calib.manifest["inputs"]["model"]["path"])}
+    inputs = {"calibrate": calib.path, "model": recorded_model(calib)}
     if cfg.source == "auto" and (stage_dir(run_dir, "tune") / "manifest.json").is_file():
         inputs["tune"] = stage_dir(run_dir, "tune")
     return run_stage(

@@ -15,7 +15,7 @@ from qslaw_pipe.kernels.qslaw import dequant_scaled
 from qslaw_pipe.kernels.quant import to_groups
 from qslaw_pipe.pipeline.artifact import Artifact, read_artifact
 from qslaw_pipe.pipeline.device import Compute, resolve
-from qslaw_pipe.pipeline.model import LoadedModel, load_model
+from qslaw_pipe.pipeline.model import LoadedModel, load_model, recorded_model
 from qslaw_pipe.pipeline.qlora import to_qlora
 from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
 from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
@@ -56,7 +56,7 @@ def load_tuned(run_dir: Path, compute: Compute | None = None) -> tuple[LoadedMod
     bitsandbytes quantizes)."""
     compute = compute or resolve("cpu", "fp32")
     tune = read_artifact(run_dir, "tune")
-    model_dir = Path(tune.manifest["inputs"]["model"]["path"])
+    model_dir = recorded_model(tune)
     lm = load_model(model_dir)
     if not lm.multimodal:
         raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")

@@ -64,7 +64,7 @@ def dinov2_from_onnx(onnx_path: Path, prefix: str = "backbone", head_dim: int = 
         image_size=side * patch,
         layerscale_value=1.0,
     )
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
+    tensors = {k: torch.from_numpy(np.array(v, np.float32, order="C")) for k, v in state.items()}
     # Load through from_pretrained so transformers applies its own renames for checkpoint-style names.
     with tempfile.TemporaryDirectory() as tmp:
         config.save_pretrained(tmp)

