@@ -66,7 +66,9 @@ def _agreeing_prefix(a: list[int], b: list[int]) -> int:
 def time_ort(vlm: OrtVlm, ids, pixels, tokens: int) -> tuple[float, float, list[int]]:
     """(time to first token s, decode tokens/s, the greedy tokens), no early stop."""
     t0 = time.perf_counter()
-    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    logits, past = vlm.step(
+        vlm.inputs_embeds(ids, {"pixel_values": pixels}), np.ones_like(ids), vlm.empty_past(1)
+    )
     ttft = time.perf_counter() - t0
     mask, out = np.ones_like(ids), []
     t1 = time.perf_counter()
@@ -152,7 +154,8 @@ def main() -> None:
     sample = load_easyvqa("test")[0]
     image = open_image(sample.image)
     runners = {name: OrtVlm(d, device="cpu") for name, d in dirs.items()}
-    ids, pixels = next(iter(runners.values())).encode(sample.prompt, image)
+    ids, images = next(iter(runners.values())).encode(sample.prompt, image)
+    pixels = images["pixel_values"]
     torch_lm = load_folded_model(run / "fold")
     torchao_lm = load_torchao(ex.run(ex.ExportConfig(format="torchao"), run).artifact.path)
     with torch.no_grad():
@@ -183,7 +186,7 @@ def main() -> None:
         }
         if name in runners:  # prompt logits (with the image) against the folded PyTorch model
             vlm = runners[name]
-            logits = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))[0]
+            logits = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))[0]
             row["logits_rel_err"] = float(np.abs(logits - ref_np).max() / np.abs(ref_np).max())
         if name in dirs:
             row["decoder_weight_bytes"] = weight_bytes(dirs[name] / "decoder.onnx")

@@ -91,7 +91,9 @@ def main() -> None:
     runs = {(m, v): build(m, v, calib) for m in METHODS for v in VARIANTS}
     lm0 = runs[METHODS[0], "plain"][0]
     chunks = token_chunks(lm0.tokenizer, split_text(read_text(default_text_path()), "calib"), 96, 256)
-    sampler = StepSampler(lm0.processor, load_train_samples("easyvqa"), chunks, 4, 0, parse_mix("1:1"), 0)
+    sampler = StepSampler(
+        lm0.processor, lm0.arch, load_train_samples("easyvqa"), chunks, 4, 0, parse_mix("1:1"), 0
+    )
     fixed = collate(sampler.examples(0), 0)
     loss = {}
     for key, (lm, _, compute) in runs.items():

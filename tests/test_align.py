@@ -42,15 +42,11 @@ def test_projector_method_trains_the_projector_alone(llava_dir, tmp_path):
     lm = build_method_model(llava_dir, "projector", None)
     lm.model.train()
     trainable = {n for n, p in lm.model.named_parameters() if p.requires_grad}
-    projector = {
-        n
-        for n, p in lm.model.named_parameters()
-        if any(p is q for q in modules.projector(lm.model).parameters())
-    }
+    projector = set(modules.projector_parameters(lm.model))
     assert trainable == projector
     opt = torch.optim.AdamW([p for p in lm.model.parameters() if p.requires_grad], lr=1e-2)
     sampler = StepSampler(
-        lm.processor, load_train_samples(str(tiny_scienceqa(tmp_path / "sqa"))), [], 2, 10, (1, 0), 0
+        lm.processor, lm.arch, load_train_samples(str(tiny_scienceqa(tmp_path / "sqa"))), [], 2, 10, (1, 0), 0
     )
     for step in range(2):
         train_step(lm.model, opt, collate(sampler.examples(step), 0))
@@ -82,5 +78,7 @@ def test_align_ships_a_projector_that_prepare_loads_and_checks(llava_dir, corpus
         load_shipped_projector(model, PrepareConfig(image_size=28), {})
     fresh = load_model(llava_dir).model
     with torch.no_grad():
-        modules.projector(fresh).linear_1.weight.add_(1.0)  # only the projector differs: it still fits
+        fresh.model.multi_modal_projector.linear_1.weight.add_(
+            1.0
+        )  # only the projector differs: it still fits
     assert load_shipped_projector(fresh, PrepareConfig(image_size=28), {})["projector"] == "aligned"

@@ -184,7 +184,14 @@ def test_single_process_loss_is_unchanged_by_sharding(setup, llava_dir):
 
     lm = build_method_model(llava_dir, "qslaw", read_artifact(setup[1], "calibrate"))
     sampler = StepSampler(
-        lm.processor, load_train_samples(str(setup[0])), [torch.arange(3, 19)], 4, 0, parse_mix("1:1"), 0
+        lm.processor,
+        lm.arch,
+        load_train_samples(str(setup[0])),
+        [torch.arange(3, 19)],
+        4,
+        0,
+        parse_mix("1:1"),
+        0,
     )
     whole = sampler.examples(0)
     with torch.no_grad():

@@ -61,8 +61,9 @@ def test_onnx_export_matches_folded_model(folded, op, node, weight_type, decoder
         range(11)
     )
     vlm = OrtVlm(out, device="cpu")
-    ids, pixels = vlm.encode(PROMPT, image)
-    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    ids, images = vlm.encode(PROMPT, image)
+    pixels = images["pixel_values"]
+    logits, past = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))
     with torch.no_grad():
         ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
     assert np.abs(logits - ref).max() <= 1e-3 * np.abs(ref).max()
@@ -77,7 +78,7 @@ def test_onnx_export_matches_folded_model(folded, op, node, weight_type, decoder
     assert (
         np.abs(
             vlm.step(
-                vlm.inputs_embeds(np.concatenate([ids, [tokens[:-1]]], 1), pixels),
+                vlm.inputs_embeds(np.concatenate([ids, [tokens[:-1]]], 1), images),
                 np.ones((1, ids.shape[1] + 4), np.int64),
                 vlm.empty_past(1),
             )[0][0, -1]
@@ -101,15 +102,16 @@ def test_fp16_decoder_runs_in_half_precision_close_to_the_folded_model(folded, o
     floats = {i.data_type for i in graph.initializer} & {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     assert floats == {onnx.TensorProto.FLOAT16}
     vlm = OrtVlm(out, device="cpu")
-    ids, pixels = vlm.encode(PROMPT, image)
-    logits, past = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    ids, images = vlm.encode(PROMPT, image)
+    pixels = images["pixel_values"]
+    logits, past = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))
     assert logits.dtype == np.float32 and past["past.0.key"].dtype == np.float16
     with torch.no_grad():
         ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
     err = np.abs(logits - ref).max() / np.abs(ref).max()
     assert 1e-5 < err <= 2e-2  # really half precision, and only its rounding
     expected, _ = _greedy_torch(lm, ids, pixels, 5)
-    assert vlm.generate_ids(ids, pixels, 5) == expected[: len(vlm.generate_ids(ids, pixels, 5))]
+    assert vlm.generate_ids(ids, images, 5) == expected[: len(vlm.generate_ids(ids, images, 5))]
 
 
 def test_fp16_export_refuses_what_cannot_read_half_precision(folded):
@@ -234,8 +236,9 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node
     rtn = rtn_linear(LinearWeights(head_w.clone()), *LM_HEADS[head]).weight
     assert 0 < (rtn - head_w).abs().max() < 0.2 * head_w.abs().max()  # really quantized, not garbage
     vlm = OrtVlm(out, device="cpu")
-    ids, pixels = vlm.encode(PROMPT, image)
-    logits, _ = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    ids, images = vlm.encode(PROMPT, image)
+    pixels = images["pixel_values"]
+    logits, _ = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))
     with torch.no_grad():
         hidden = lm.model(
             input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels), output_hidden_states=True

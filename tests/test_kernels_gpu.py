@@ -127,10 +127,11 @@ def test_exported_vlm_on_the_cuda_ep_matches_the_folded_model(
     run, image = folded_run
     out = ex.run(ex.ExportConfig(int4_op=op, precision=precision), run).artifact.path
     vlm = OrtVlm(out, device="cuda")
-    ids, pixels = vlm.encode("What color is the square?", image)
-    logits, _ = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))
+    ids, images = vlm.encode("What color is the square?", image)
+    pixels = images["pixel_values"]
+    logits, _ = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))
     lm = load_folded_model(run / "fold")
     with torch.no_grad():
         ref = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits.numpy()
     assert np.abs(logits - ref).max() <= tol * np.abs(ref).max()
-    assert vlm.generate_ids(ids, pixels, 6) == OrtVlm(out, device="cpu").generate_ids(ids, pixels, 6)
+    assert vlm.generate_ids(ids, images, 6) == OrtVlm(out, device="cpu").generate_ids(ids, images, 6)

@@ -158,8 +158,8 @@ def test_custom_export_runs_and_matches_matmulnbits(library, monkeypatch, folded
     logits = {}
     for op, path in outs.items():
         vlm = OrtVlm(path, device="cpu")
-        ids, pixels = vlm.encode("What color is the square?", image)
-        logits[op] = vlm.step(vlm.inputs_embeds(ids, pixels), np.ones_like(ids), vlm.empty_past(1))[0]
+        ids, images = vlm.encode("What color is the square?", image)
+        logits[op] = vlm.step(vlm.inputs_embeds(ids, images), np.ones_like(ids), vlm.empty_past(1))[0]
     ref = logits["matmulnbits"]
     assert np.abs(logits["custom"] - ref).max() <= 1e-4 * np.abs(ref).max()
     assert OrtVlm(outs["custom"], device="cpu").generate("What color is the square?", image, 6) == OrtVlm(

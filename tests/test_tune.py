@@ -53,7 +53,7 @@ def test_only_scales_and_projector_get_gradients(llava_dir, calibrated, sqa, cor
     from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
 
     sampler = StepSampler(
-        lm.processor, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
+        lm.processor, lm.arch, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
     )
     loss, parts = batch_loss(lm.model, collate(sampler.examples(0), 0))
     assert set(parts) == {"multimodal", "text"}
@@ -79,7 +79,14 @@ def test_fast_step_gives_the_plain_steps_losses(llava_dir, calibrated, sqa, meth
         torch.manual_seed(0)
         lm = build_method_model(llava_dir, method, calib, compiled=True, keep=fast)
         sampler = StepSampler(
-            lm.processor, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
+            lm.processor,
+            lm.arch,
+            load_train_samples(str(sqa)),
+            [torch.arange(3, 19)],
+            2,
+            0,
+            parse_mix("1:1"),
+            0,
         )
         opt, _ = loop.optimizer(lm.model, cfg, fused=fast)
         lm.model.train()

@@ -86,7 +86,7 @@ def export_compressed_tensors(fold_dir: Path, out: Path, dtype: str = "fp16") ->
     for name, t in folded.tensors.items():
         state[name] = t.to(torch_dtype) if t.is_floating_point() else t
     for name, source in folded.tied.items():
-        if not config.get_text_config().tie_word_embeddings:
+        if not tied_embeddings(config):
             state[name] = state[source]
     linears = _linear_names(config)
     ignore = sorted(n for n in linears if n not in folded.layers)
@@ -108,12 +108,20 @@ def export_compressed_tensors(fold_dir: Path, out: Path, dtype: str = "fp16") ->
     }
 
 
+def tied_embeddings(config) -> bool:
+    """Whether lm_head shares the embeddings: the top config says so for some families (Qwen2-VL), the
+    text config for others."""
+    top = getattr(config, "tie_word_embeddings", None)
+    return bool(top if top is not None else config.get_text_config().tie_word_embeddings)
+
+
 def _linear_names(config) -> list[str]:
     """Every Linear's module name in a model built from `config` (on the meta device: no memory)."""
-    from transformers import AutoModelForImageTextToText
+    from qslaw_pipe.pipeline.arch import arch_of
+    from qslaw_pipe.pipeline.model import auto_class
 
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
+        model = auto_class(arch_of(config)).from_config(config)
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 

@@ -49,7 +49,9 @@ def intx_weight(codes, delta, zp, group_size: int, block: int | None = None):
 def export_torchao(fold_dir: Path, out: Path) -> dict:
     from torchao.quantization import IntxUnpackedToInt8Tensor, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerGroup
-    from transformers import AutoModelForImageTextToText, TorchAoConfig
+    from transformers import TorchAoConfig
+
+    from qslaw_pipe.pipeline.model import auto_class
 
     folded = read_folded(fold_dir)
     if folded.bits > 4:
@@ -72,7 +74,7 @@ def export_torchao(fold_dir: Path, out: Path) -> dict:
     # transformers writes the torchao metadata; our codes replace its weights
     with tempfile.TemporaryDirectory() as tmp:
         lm.model.save_pretrained(tmp)
-        model = AutoModelForImageTextToText.from_pretrained(
+        model = auto_class(lm.arch).from_pretrained(
             tmp, quantization_config=cfg, dtype=torch.float32, trust_remote_code=False
         )
     converted = {
@@ -149,9 +151,10 @@ def load_torchao(path: Path, device: str = "cpu", packed: bool = True):
     """The exported model (IntxUnpacked weights) on `device`; with `packed`, every int4 weight is packed
     at load time for the device's kernel (CPU: Int4OpaqueTensor, fp32; CUDA: Int4TilePackedTo4dTensor, bf16)."""
     from torchao.quantization import IntxUnpackedToInt8Tensor
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig
 
-    from qslaw_pipe.pipeline.model import LoadedModel
+    from qslaw_pipe.pipeline.arch import arch_of
+    from qslaw_pipe.pipeline.model import LoadedModel, auto_class, load_model_processor
 
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
@@ -163,9 +166,8 @@ def load_torchao(path: Path, device: str = "cpu", packed: bool = True):
             "unpacked IntxUnpacked weights load on the CPU only", "load on cuda with packed=True"
         )
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=torch.float32, trust_remote_code=False
-    ).eval()
+    arch = arch_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    model = auto_class(arch).from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
     if packed:
         for _, m in model.named_modules():
             w = getattr(m, "weight", None)
@@ -174,7 +176,7 @@ def load_torchao(path: Path, device: str = "cpu", packed: bool = True):
                 m.weight = torch.nn.Parameter(t, requires_grad=False)
     return LoadedModel(
         _move_plain(model, dev, dtype),
-        AutoProcessor.from_pretrained(path, trust_remote_code=False),
+        load_model_processor(Path(path), arch),
         Path(path),
     )
 

@@ -85,5 +85,12 @@ def resolve(device: str = "auto", dtype: str = "auto") -> Compute:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """Every tensor of a batch on `device` (non-blocking from pinned memory)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Every tensor of a batch (and of the dicts in it) on `device` (non-blocking from pinned memory)."""
+    return {
+        k: v.to(device, non_blocking=True)
+        if torch.is_tensor(v)
+        else to_device(v, device)
+        if isinstance(v, dict) and all(isinstance(x, str) for x in v)
+        else v
+        for k, v in batch.items()
+    }

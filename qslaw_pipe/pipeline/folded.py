@@ -24,7 +24,7 @@ import torch
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.pack import pack_int4, unpack_int4
 from qslaw_pipe.kernels.quant import dequantize_codes
-from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
+from qslaw_pipe.pipeline.tensors import HEADER_KEY, load_tensors, save_tensors
 
 LAYOUT_VERSION = 1
 FOLDED_FILE = "model.safetensors"
@@ -118,6 +118,17 @@ def write_folded(fold_dir: Path, folded: FoldedModel) -> None:
     save_tensors(Path(fold_dir) / FOLDED_FILE, tensors, header)
 
 
+def is_folded(model_dir: Path) -> bool:
+    """Whether `model_dir` holds a fold artifact (packed codes) rather than plain weights (its header says)."""
+    from safetensors import safe_open
+
+    path = Path(model_dir) / FOLDED_FILE
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return "layout_version" in (f.metadata() or {}).get(HEADER_KEY, "")
+
+
 def read_folded(fold_dir: Path) -> FoldedModel:
     """The fold artifact in `fold_dir`, refusing a missing file or another layout version."""
     path = Path(fold_dir) / FOLDED_FILE
@@ -147,18 +158,15 @@ def read_folded(fold_dir: Path) -> FoldedModel:
 
 def folded_transformers(fold_dir: Path, folded: FoldedModel):
     """A LoadedModel (transformers, fp32, eval) whose weights are `folded` dequantized; config and
-    processor from `fold_dir`."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    processor (or a text LM's tokenizer) from `fold_dir`."""
+    from transformers import AutoConfig
 
-    from qslaw_pipe.pipeline.model import LoadedModel
+    from qslaw_pipe.pipeline.arch import arch_of
+    from qslaw_pipe.pipeline.model import LoadedModel, auto_class, load_model_processor
 
     config = AutoConfig.from_pretrained(fold_dir, trust_remote_code=False)
-    if getattr(config, "vision_config", None) is None:
-        raise QslawError(
-            f"{fold_dir} holds a causal LM, and the exporters write LLaVA-style models",
-            "calibrate, tune and fold a model with a vision tower and projector",
-        )
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    arch = arch_of(config)
+    model = auto_class(arch).from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(folded.state_dict(), strict=False)
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
         raise QslawError(
@@ -166,9 +174,7 @@ def folded_transformers(fold_dir: Path, folded: FoldedModel):
             "re-run `qslaw-pipe fold --force`",
         )
     model.tie_weights()
-    return LoadedModel(
-        model.eval(), AutoProcessor.from_pretrained(fold_dir, trust_remote_code=False), Path(fold_dir)
-    )
+    return LoadedModel(model.eval(), load_model_processor(Path(fold_dir), arch), Path(fold_dir))
 
 
 def load_folded_model(fold_dir: Path):

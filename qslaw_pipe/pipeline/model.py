@@ -7,23 +7,30 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers import AutoTokenizer
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import default_model_dir
+from qslaw_pipe.pipeline.arch import Arch, arch_of
+from qslaw_pipe.pipeline.arch.base import load_processor
 
 
 @dataclass
 class LoadedModel:
-    """model: the transformers module; processor: LlavaProcessor (multimodal) or tokenizer; path: its dir."""
+    """model: the transformers module; processor: its family's processor (multimodal) or tokenizer;
+    path: its dir."""
 
     model: torch.nn.Module
     processor: object
     path: Path
 
     @property
+    def arch(self) -> Arch:
+        return arch_of(self.model.config)
+
+    @property
     def multimodal(self) -> bool:
-        return getattr(self.model.config, "vision_config", None) is not None
+        return self.arch.multimodal
 
     @property
     def tokenizer(self):
@@ -56,9 +63,15 @@ def _read_config(path: Path) -> dict:
 def load_model(
     path: Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> LoadedModel:
-    """Load the directory at `path` in eval mode, its weights in `dtype` on `device`."""
+    """Load the directory at `path` in eval mode, its weights in `dtype` on `device`; a fold artifact
+    (`R/fold`) loads as the folded model (its codes dequantized)."""
+    from qslaw_pipe.pipeline.folded import is_folded, load_folded_model
+
     path = Path(path)
     config = _read_config(path)
+    if is_folded(path):
+        lm = load_folded_model(path)
+        return LoadedModel(lm.model.to(device, dtype).eval(), lm.processor, path)
     try:
         model, processor = _load(path, config, dtype)
     except (OSError, ValueError, SafetensorError) as e:
@@ -70,13 +83,31 @@ def load_model(
 
 
 def _load(path: Path, config: dict, dtype: torch.dtype):
-    if "vision_config" in config:
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=False)
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
-        processor = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    return model, processor
+    arch = arch_of(config)
+    model, info = auto_class(arch).from_pretrained(
+        path, dtype=dtype, trust_remote_code=False, output_loading_info=True
+    )
+    absent = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
+    if absent:  # transformers would fill them with random values
+        raise QslawError(
+            f"the weights in {path} lack {len(absent)} of the model's tensors (e.g. {absent[0]})",
+            "pass a complete Hugging Face model directory",
+        )
+    return model, load_model_processor(path, arch)
+
+
+def auto_class(arch: Arch):
+    """The transformers auto class that builds a model of `arch`'s family."""
+    import transformers
+
+    return getattr(transformers, arch.automodel)
+
+
+def load_model_processor(path: Path, arch: Arch):
+    """A multimodal family's processor (without any video processor), or a text LM's tokenizer."""
+    if arch.multimodal:
+        return load_processor(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def resolve_model(model: Path | None) -> Path:

@@ -1,7 +1,10 @@
-"""Finding the parts of a LLaVA-style model or causal LM by structure, not by version-specific paths."""
+"""Finding the parts of a multimodal model or causal LM: the decoder and its layers by structure (alike in
+every family), the vision tower and projector through the family's adapter (pipeline/arch/)."""
 
 from torch import nn
 from transformers import PreTrainedModel
+
+from qslaw_pipe.pipeline.arch import arch_of
 
 
 def decoder(model: PreTrainedModel) -> nn.Module:
@@ -23,16 +26,11 @@ def module_name(model: nn.Module, target: nn.Module) -> str:
     raise KeyError("module not found in model")
 
 
-def vision_tower(model: PreTrainedModel) -> PreTrainedModel:
-    kind = model.config.vision_config.model_type
-    for module in model.modules():
-        if module is not model and isinstance(module, PreTrainedModel) and module.config.model_type == kind:
-            return module
-    raise KeyError(f"no {kind} vision tower in model")
+def vision_tower(model: PreTrainedModel) -> nn.Module:
+    """The vision tower, where the model's family adapter says it is (pipeline/arch/)."""
+    return arch_of(model.config).vision_tower(model)
 
 
-def projector(model: nn.Module) -> nn.Module:
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "multi_modal_projector":
-            return module
-    raise KeyError("no multi_modal_projector in model")
+def projector_parameters(model: PreTrainedModel) -> dict[str, nn.Parameter]:
+    """The projector's / connector's parameters by name (what tune trains beside the LM); none for a text LM."""
+    return arch_of(model.config).projector_parameters(model)

@@ -9,6 +9,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -19,15 +20,17 @@ from qslaw_pipe.exports.onnx.graphs import (
     DecoderGraph,
     EmbedGraph,
     TextGraph,
-    VisionGraph,
     kv_names,
     kv_shape,
 )
 from qslaw_pipe.exports.onnx.int4_ops import Int4Linear, check_int4
 from qslaw_pipe.exports.onnx.retype import retype_qdq_to_uint4
 from qslaw_pipe.exports.onnx.runtime import RUNTIME_FILE
+from qslaw_pipe.exports.onnx.vision import VISION, example_image
+from qslaw_pipe.pipeline import modules
 from qslaw_pipe.pipeline.folded import FoldedModel, folded_transformers, read_folded
 from qslaw_pipe.pipeline.model import copy_model_files
+from qslaw_pipe.pipeline.prompt import chat_prompt
 
 OPSET = 21
 
@@ -72,6 +75,7 @@ def export_text_model(model, tokenizer, out: Path, decoder_args: tuple, dynamic:
     renamed = {
         **{k: v for k, v in dynamic.items() if not k.startswith("past.") and k != "inputs_embeds"},
         "input_ids": {0: "batch", 1: "seq"},
+        "position_ids": {0: "batch", 1: "seq"},
         **{p: {0: "batch", 2: "past"} for p in past},
     }
     _export(
@@ -85,6 +89,17 @@ def export_text_model(model, tokenizer, out: Path, decoder_args: tuple, dynamic:
     text.use_cache = True
     text.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def export_vision(model, processor, kind: str, path: Path) -> None:
+    """vision.onnx of the family's kind (vision.VISION), traced on the processor's outputs for a test image."""
+    vision = VISION[kind]
+    enc = processor(
+        images=example_image(model.config), text=chat_prompt(processor, "?", True), return_tensors="np"
+    )
+    inputs = vision.inputs(dict(enc), model.config)
+    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())
+    _export(vision.graph(model), args, path, list(inputs), list(vision.outputs), vision.dynamic)
 
 
 def decoder_kind(model, requested: str) -> str:
@@ -130,23 +145,18 @@ def export_onnx(
     if decoder == "built":
         graph = build_decoder(model, folded, op, accuracy_level, lm_head, precision)
         save_decoder(graph, out / "decoder.onnx")
-    model.config.get_text_config()._attn_implementation = "eager"
-    model.model.language_model.config._attn_implementation = "eager"
+    for config in (model.config.get_text_config(), modules.decoder(model).config):
+        config._attn_implementation = "eager"
     if op != "fp32":  # fp32: the dequantized weights as plain MatMul (a baseline for benchmarks)
         swap_int4(model, folded, op, accuracy_level)
     text = model.config.get_text_config()
     kv_heads, head_dim = kv_shape(text)
     layers = text.num_hidden_layers
-    image = lm.processor.image_processor.size
-    pixels = torch.zeros(1, 3, image["height"], image["width"])
-    _export(
-        VisionGraph(model),
-        (pixels,),
-        out / "vision.onnx",
-        ["pixel_values"],
-        ["image_features"],
-        {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
-    )
+    arch = lm.arch
+    graphs = ["embed.onnx", "decoder.onnx", "text/model.onnx"]
+    if arch.multimodal:
+        export_vision(model, lm.processor, arch.vision_export, out / "vision.onnx")
+        graphs.insert(0, "vision.onnx")
     _export(
         EmbedGraph(model),
         (torch.tensor([[1, 2, 3]]),),
@@ -156,21 +166,23 @@ def export_onnx(
         {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}},
     )
     past = [torch.zeros(1, kv_heads, 2, head_dim) for _ in range(2 * layers)]
+    positions = torch.tensor([[2, 3, 4]])
+    mrope = arch.positions == "mrope"
     args = (
         torch.zeros(1, 3, text.hidden_size),
         torch.ones(1, 5, dtype=torch.long),
-        torch.tensor([[2, 3, 4]]),
+        positions.expand(3, 1, 3).clone() if mrope else positions,
         *past,
     )
     dynamic = {
         "inputs_embeds": {0: "batch", 1: "seq"},
         "attention_mask": {0: "batch", 1: "total"},
-        "position_ids": {0: "batch", 1: "seq"},
+        "position_ids": {1: "batch", 2: "seq"} if mrope else {0: "batch", 1: "seq"},
         "logits": {0: "batch", 1: "seq"},
         **{k: {0: "batch", 2: "past"} for k in kv_names(layers, "past")},
         **{k: {0: "batch", 2: "total"} for k in kv_names(layers, "present")},
     }
-    traced = ["vision.onnx", "embed.onnx", "text/model.onnx"]
+    traced = [g for g in graphs if g != "decoder.onnx"]
     if decoder == "traced":
         _export(
             DecoderGraph(model),
@@ -181,8 +193,7 @@ def export_onnx(
             dynamic,
         )
         traced.append("decoder.onnx")
-    export_text_model(model, lm.processor.tokenizer, out / "text", args[1:], dynamic)
-    graphs = ("vision.onnx", "embed.onnx", "decoder.onnx", "text/model.onnx")
+    export_text_model(model, lm.tokenizer, out / "text", (args[1], positions, *past), dynamic)
     if op == "qdq":  # the built decoder writes UINT4 itself
         for name in traced:
             retype_qdq_to_uint4(out / name)
@@ -199,10 +210,12 @@ def export_onnx(
         "kv_heads": kv_heads,
         "head_dim": head_dim,
         "hidden_size": text.hidden_size,
-        "image_token_id": model.config.image_token_id,
+        "image_token_id": getattr(model.config, "image_token_id", None),
         "eos_token_id": text.eos_token_id,
         "bits": folded.bits,
+        "vision": arch.vision_export,
+        "positions": arch.positions,
     }
     (out / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1))
-    sizes = {n: (out / n).stat().st_size for n in ("vision.onnx", "embed.onnx", "decoder.onnx")}
+    sizes = {n: (out / n).stat().st_size for n in graphs if "/" not in n}
     return {**runtime, "bytes": sizes}

@@ -1,30 +1,14 @@
-"""The three ONNX graphs of a LLaVA-style model, as traceable wrappers.
+"""The language side's ONNX graphs, as traceable wrappers (vision.onnx: vision.py, one row per family).
 
-vision.onnx   pixel_values [B, 3, H, W] -> image_features [B, n_image_tokens, hidden] (tower + projector)
 embed.onnx    input_ids [B, S] int64 -> inputs_embeds [B, S, hidden]
-decoder.onnx  inputs_embeds [B, S, hidden], attention_mask [B, P + S] int64, position_ids [B, S] int64,
+decoder.onnx  inputs_embeds [B, S, hidden], attention_mask [B, P + S] int64, position_ids [B, S] int64
+              ([3, B, S] for M-RoPE decoders),
               past.<i>.key / past.<i>.value [B, kv_heads, P, head_dim]
               -> logits [B, S, vocab], present.<i>.key / present.<i>.value [B, kv_heads, P + S, head_dim]
 """
 
-import torch
 from torch import nn
 from transformers import DynamicCache
-
-
-class VisionGraph(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        cfg = self.model.config
-        out = self.model.model.get_image_features(
-            pixel_values=pixel_values,
-            vision_feature_layer=cfg.vision_feature_layer,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-        )
-        return torch.stack(list(out.pooler_output))
 
 
 class EmbedGraph(nn.Module):

@@ -30,7 +30,7 @@ def text_batches(tokenizer, text: str, n: int, seqlen: int) -> list[dict]:
 
 
 def _hybrid_batch(lm: LoadedModel, sample: Sample, filler: torch.Tensor, seqlen: int) -> dict:
-    text = chat_prompt(lm.tokenizer, sample.prompt, with_image=True) + sample.target
+    text = chat_prompt(lm.processor, sample.prompt, with_image=True) + sample.target
     enc = lm.processor(images=open_image(sample.image), text=text, return_tensors="pt")
     ids = enc["input_ids"][0]
     if ids.numel() >= seqlen:
@@ -38,8 +38,11 @@ def _hybrid_batch(lm: LoadedModel, sample: Sample, filler: torch.Tensor, seqlen:
             f"a multimodal sample has {ids.numel()} tokens, not fewer than --seqlen {seqlen}",
             "raise --seqlen",
         )
-    ids = torch.cat([ids, filler[: seqlen - ids.numel()]])
-    return {"input_ids": ids.unsqueeze(0), "pixel_values": enc["pixel_values"]}
+    fill = filler[: seqlen - ids.numel()]
+    arch = lm.arch  # the family's image inputs, and its per-token ones continued over the filler (text)
+    tokens = {k: torch.cat([enc[k][0], torch.zeros_like(fill)])[None] for k in arch.token_inputs if k in enc}
+    images = {k: enc[k] for k in arch.image_inputs if k in enc}
+    return {"input_ids": torch.cat([ids, fill]).unsqueeze(0), **images, **tokens}
 
 
 def hybrid_batches(lm: LoadedModel, text: str, samples: list[Sample], n: int, seqlen: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Batched greedy answers of a LLaVA-style PyTorch model (left padding)."""
+"""Batched greedy answers of a PyTorch model, multimodal or text-only (left padding)."""
 
 import torch
 
@@ -25,8 +25,9 @@ def greedy_answers(
     outputs = []
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        texts = [chat_prompt(tok, s.prompt, with_image=s.image is not None) for s in chunk]
-        images = [open_image(s.image) for s in chunk if s.image is not None]
+        seen = [s.image is not None and lm.multimodal for s in chunk]  # a text LM reads the question alone
+        texts = [chat_prompt(lm.processor, s.prompt, with_image=v) for s, v in zip(chunk, seen, strict=True)]
+        images = [[open_image(s.image)] for s, v in zip(chunk, seen, strict=True) if v]  # one list per prompt
         if images and len(images) != len(chunk):
             raise ValueError("a batch must be all multimodal or all text")
         kw = {"images": images} if images else {}

@@ -46,7 +46,7 @@ def generate(
 ) -> str:
     """Decode an answer; temperature 0 is greedy."""
     torch.manual_seed(seed)
-    text = chat_prompt(lm.tokenizer, prompt, with_image=image is not None and lm.multimodal)
+    text = chat_prompt(lm.processor, prompt, with_image=image is not None and lm.multimodal)
     if lm.multimodal and image is not None:
         inputs = lm.processor(images=image, text=text, return_tensors="pt")
     else:

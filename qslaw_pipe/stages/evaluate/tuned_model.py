@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.qslaw import dequant_scaled
 from qslaw_pipe.kernels.quant import to_groups
 from qslaw_pipe.pipeline.artifact import Artifact, read_artifact
@@ -58,8 +57,6 @@ def load_tuned(run_dir: Path, compute: Compute | None = None) -> tuple[LoadedMod
     tune = read_artifact(run_dir, "tune")
     model_dir = recorded_model(tune)
     lm = load_model(model_dir)
-    if not lm.multimodal:
-        raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     tuned = read_tuned(tune)
     qparams = load_qparams(read_artifact(run_dir, "calibrate")) if tuned.method in QUANTIZED else None
     if tuned.method == "qlora":

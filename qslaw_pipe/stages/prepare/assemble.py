@@ -55,10 +55,10 @@ def portable_normal(shape: tuple[int, ...], std: float, generator: torch.Generat
 
 
 @torch.no_grad()
-def init_projector(projector: torch.nn.Module, std: float, seed: int) -> None:
+def init_projector(parameters: dict[str, torch.nn.Parameter], std: float, seed: int) -> None:
     """LLaVA's projector initialisation (weights N(0, std^2), biases 0), drawn portably from `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    for _, p in sorted(projector.named_parameters()):
+    for _, p in sorted(parameters.items()):
         p.copy_(portable_normal(tuple(p.shape), std, generator) if p.dim() > 1 else torch.zeros_like(p))
 
 
@@ -105,7 +105,7 @@ def assemble_llava(
         tie_word_embeddings=getattr(text_config, "tie_word_embeddings", False),
     )
     model = LlavaForConditionalGeneration(config).eval()
-    init_projector(modules.projector(model), text_config.initializer_range, seed)
+    init_projector(modules.projector_parameters(model), text_config.initializer_range, seed)
     add_token_rows(lm, text_config.vocab_size, added_rows, seed)
     modules.vision_tower(model).load_state_dict(vision.state_dict())
     modules.decoder(model).load_state_dict(modules.decoder(lm).state_dict())

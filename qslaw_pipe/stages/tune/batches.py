@@ -9,12 +9,14 @@ sample on all its tokens; unscored positions hold -100.
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.arch import Arch
+from qslaw_pipe.pipeline.arch.base import collate_images
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sample import Sample
 from qslaw_pipe.pipeline.prompt import chat_prompt
@@ -36,6 +38,8 @@ def parse_mix(ratio: str) -> tuple[int, int]:
 def modalities(step: int, batch_size: int, warmup_steps: int, mix: tuple[int, int]) -> list[str]:
     """The modality of each slot of step `step`'s batch."""
     mm, text = mix
+    if mm == 0:  # text alone (tune --data text)
+        return ["text"] * batch_size
     n_text = 0 if step < warmup_steps else round(batch_size * text / (mm + text))
     n_text = min(n_text, batch_size - 1)
     return ["multimodal"] * (batch_size - n_text) + ["text"] * n_text
@@ -43,26 +47,32 @@ def modalities(step: int, batch_size: int, warmup_steps: int, mix: tuple[int, in
 
 @dataclass(frozen=True)
 class Example:
-    input_ids: torch.Tensor  # [L] int64
-    labels: torch.Tensor  # [L] int64, IGNORE where unscored
-    pixel_values: torch.Tensor | None  # [1, 3, H, W] or None
+    """input_ids, labels [L] int64 (labels IGNORE where unscored); images: the image inputs of the model's
+    family (pixel_values and the like, one row per image or tile; empty for text); tokens: its per-token
+    inputs [L] (Qwen2-VL's mm_token_type_ids), 0 past the prompt."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
     modality: str
+    images: dict = field(default_factory=dict)
+    tokens: dict = field(default_factory=dict)
 
 
-def mm_example(processor, sample: Sample) -> Example:
+def mm_example(processor, arch: Arch, sample: Sample) -> Example:
     tok = processor.tokenizer
-    prompt = chat_prompt(tok, sample.prompt, with_image=True)
+    prompt = chat_prompt(processor, sample.prompt, with_image=True)
     enc = processor(images=open_image(sample.image), text=prompt, return_tensors="pt")
     answer = tok(sample.target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt")[
         "input_ids"
     ][0]
     ids = torch.cat([enc["input_ids"][0], answer])
     labels = torch.cat([torch.full_like(enc["input_ids"][0], IGNORE), answer])
-    return Example(ids, labels, enc["pixel_values"], "multimodal")
+    tokens = {k: torch.cat([enc[k][0], torch.zeros_like(answer)]) for k in arch.token_inputs if k in enc}
+    return Example(ids, labels, "multimodal", {k: enc[k] for k in arch.image_inputs if k in enc}, tokens)
 
 
 def text_example(chunk: torch.Tensor) -> Example:
-    return Example(chunk, chunk.clone(), None, "text")
+    return Example(chunk, chunk.clone(), "text")
 
 
 class StepSampler:
@@ -71,6 +81,7 @@ class StepSampler:
     def __init__(
         self,
         processor,
+        arch: Arch,
         samples: list[Sample],
         chunks: list[torch.Tensor],
         batch_size: int,
@@ -78,7 +89,7 @@ class StepSampler:
         mix: tuple[int, int],
         seed: int,
     ):
-        if not samples:
+        if not samples and mix[0]:
             raise QslawError("no multimodal training samples", "check --data")
         if mix[1] and len(chunks) == 0:
             raise QslawError(
@@ -86,7 +97,7 @@ class StepSampler:
             )
         self.samples, self.chunks, self.batch_size = samples, chunks, batch_size
         self.warmup_steps, self.mix, self.seed = warmup_steps, mix, seed
-        self._mm = lru_cache(maxsize=4096)(lambda i: mm_example(processor, samples[i]))
+        self._mm = lru_cache(maxsize=4096)(lambda i: mm_example(processor, arch, samples[i]))
 
     def examples(self, step: int) -> list[Example]:
         rng = random.Random(self.seed * 1_000_003 + step)
@@ -109,23 +120,27 @@ def modality_totals(examples: list[Example]) -> dict[str, tuple[int, int]]:
 
 
 def collate(examples: list[Example], pad_id: int, whole: list[Example] | None = None) -> dict:
-    """Right-padded batch: input_ids, attention_mask, labels [B, L]; pixel_values for the images; `totals`
-    of the whole global batch `whole` that `examples` are one rank's share of (default: themselves)."""
+    """Right-padded batch: input_ids, attention_mask, labels [B, L]; `inputs`: the family's image and
+    per-token inputs (empty for text); `totals` of the whole global batch `whole` that `examples` are one
+    rank's share of (default: themselves)."""
     length = max(e.input_ids.numel() for e in examples)
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE)
     mask = torch.zeros_like(ids)
+    token_keys = sorted({k for e in examples for k in e.tokens})
+    tokens = {k: torch.zeros_like(ids) for k in token_keys}
     for i, e in enumerate(examples):
         n = e.input_ids.numel()
         ids[i, :n], labels[i, :n], mask[i, :n] = e.input_ids, e.labels, 1
-    batch = {
+        for k in token_keys:
+            tokens[k][i, :n] = e.tokens.get(k, torch.zeros(n, dtype=torch.long))
+    images = [e.images for e in examples if e.images]
+    keys = tuple(dict.fromkeys(k for im in images for k in im))
+    return {
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
         "is_text": torch.tensor([e.modality == "text" for e in examples], dtype=torch.bool),
         "totals": modality_totals(examples if whole is None else whole),
+        "inputs": {**collate_images(images, keys), **(tokens if images else {})},
     }
-    pixels = [e.pixel_values for e in examples if e.pixel_values is not None]
-    if pixels:
-        batch["pixel_values"] = torch.cat(pixels)
-    return batch

@@ -9,12 +9,15 @@ from qslaw_pipe.pipeline.tuned import METHODS
 from qslaw_pipe.stages.tune.batches import parse_mix
 
 BACKWARD_WEIGHTS = ("auto", "keep", "rebuild")
+TEXT_DATA = "text"  # --data text: the scales learn on the text corpus alone (text-only LMs)
 DEFAULT_LR = {"qslaw": 5e-3, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4, "projector": 0.0}
 
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """lm_lr: scales (qslaw), LM weights (fp) or LoRA (qlora); None takes the method's default."""
+    """lm_lr: scales (qslaw), LM weights (fp) or LoRA (qlora); None takes the method's default.
+    data: a multimodal set (easyvqa, a ScienceQA directory, LLaVA JSON) mixed with the text corpus after
+    the warmup, or `text` (the corpus alone: how a text-only LM tunes)."""
 
     method: str = "qslaw"
     data: str = "easyvqa"

@@ -38,7 +38,7 @@ def lr_factor(step: int, total: int) -> float:
 def optimizer(model, cfg: TuneConfig, fused: bool = True):
     """AdamW over the trainable tensors (projector group, LM group) and LLaVA's schedule; `fused`: one
     kernel over all tensors instead of a loop of elementwise ops per tensor (the same update)."""
-    projector = {id(p) for p in modules.projector(model).parameters()}
+    projector = {id(p) for p in modules.projector_parameters(model).values()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if id(p) in projector], "lr": cfg.projector_lr},

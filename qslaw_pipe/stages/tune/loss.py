@@ -21,7 +21,7 @@ def batch_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     keys = (
         ("inputs_embeds", "attention_mask") if "inputs_embeds" in batch else ("input_ids", "attention_mask")
     )
-    inputs = {k: batch[k] for k in (*keys, "pixel_values") if k in batch}
+    inputs = {**{k: batch[k] for k in keys}, **batch.get("inputs", {})}
     hidden = model.model(**inputs, use_cache=False).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     scored = labels != IGNORE
@@ -50,8 +50,8 @@ class LossModule(nn.Module):
         self.model, self.touch_projector = model, touch_projector
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.touch_projector and "pixel_values" not in batch:
-            trainable = [p for p in modules.projector(self.model).parameters() if p.requires_grad]
+        if self.touch_projector and not batch.get("inputs"):
+            trainable = [p for p in modules.projector_parameters(self.model).values() if p.requires_grad]
             embeds = self.model.get_input_embeddings()(batch["input_ids"])
             touched = embeds + sum(0.0 * p.sum() for p in trainable).to(embeds.dtype)
             batch = {**{k: v for k, v in batch.items() if k != "input_ids"}, "inputs_embeds": touched}

@@ -54,7 +54,8 @@ def prepare_method(
         model.get_output_embeddings().requires_grad_(True)
     elif method == "qlora":
         to_qlora(model, names, lora_rank, lora_alpha, compute_dtype)
-    modules.projector(model).requires_grad_(True)
+    for p in modules.projector_parameters(model).values():
+        p.requires_grad_(True)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -75,8 +76,6 @@ def build_method_model(
     quantized weights kept from forward to backward on the CPU, rebuilt on CUDA (memory)."""
     compute = compute or resolve("cpu", "fp32")
     lm = load_model(model_dir, torch.float32 if method in FULL_PRECISION else compute.dtype, compute.device)
-    if not lm.multimodal:
-        raise QslawError(f"{model_dir} is not a LLaVA-style model", "tune needs a vision tower and projector")
     qparams = load_qparams(calib) if calib is not None else None
     names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
     keep = not compute.cuda if keep is None else keep

@@ -29,7 +29,7 @@ from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
 from qslaw_pipe.pipeline.tuned import FULL_PRECISION, QUANTIZED, write_tuned
 from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
-from qslaw_pipe.stages.tune.config import TuneConfig
+from qslaw_pipe.stages.tune.config import TEXT_DATA, TuneConfig
 from qslaw_pipe.stages.tune.loop import CHECKPOINT, train, write_metrics
 from qslaw_pipe.stages.tune.methods import build_method_model, trainable_state
 from qslaw_pipe.stages.tune.plot import plot_losses
@@ -63,7 +63,12 @@ def tune(
     )
     if cfg.grad_checkpoint:
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    mix = parse_mix(cfg.mix_ratio)
+    text_only = cfg.data == TEXT_DATA
+    if not (text_only or lm.multimodal):
+        raise QslawError(
+            f"{model_dir} is a text-only LM and --data {cfg.data} is multimodal", "tune it with --data text"
+        )
+    mix = (0, 1) if text_only else parse_mix(cfg.mix_ratio)
     chunks = (
         token_chunks(lm.tokenizer, split_text(read_text(text_path), "calib"), cfg.text_seqlen, 4096)
         if mix[1]
@@ -71,7 +76,8 @@ def tune(
     )
     sampler = StepSampler(
         lm.processor,
-        load_train_samples(cfg.data, cfg.seed, cfg.image_folder),
+        lm.arch,
+        [] if text_only else load_train_samples(cfg.data, cfg.seed, cfg.image_folder),
         chunks,
         cfg.batch_size,
         cfg.warmup_steps,
