@@ -70,7 +70,7 @@ def test_tune_trained_the_scales_and_eval_mcq_scores(family):
 
 
 def test_onnx_export_gives_the_folded_models_logits_and_answers(family):
-    name, run, _, _, folded = family
+    name, run, sqa, _, folded = family
     out = ex.run(ex.ExportConfig(int4_op="matmulnbits"), run).artifact.path
     assert (out / "vision.onnx").is_file() == (name in VLMS)
     vlm, image = OrtVlm(out, device="cpu"), _image()
@@ -84,6 +84,8 @@ def test_onnx_export_gives_the_folded_models_logits_and_answers(family):
     assert _relative(logits, ref) <= 1e-5
     answer = generate(folded, QUESTION, image, max_new_tokens=6)
     assert vlm.generate(QUESTION, image, max_new_tokens=6) == answer
+    cfg = mcq.McqConfig(data=str(sqa), limit=2, onnx=str(out), device="cpu")
+    assert mcq.run_mcq(cfg, run, bar=False).artifact.metrics["n"] == 2
 
 
 def test_torchao_export_gives_the_folded_models_logits_and_answers(family):
