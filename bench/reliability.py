@@ -464,16 +464,12 @@ def causal_lm_export(w: World) -> str:
 
 
 def symlink_in_model(w: World) -> str:
+    """A link out of the model directory: its content would be hashed and copied into every export."""
     model = w.root / "cases" / "symlink" / "model"
     shutil.copytree(w.model, model)
     (model / "notes.txt").symlink_to("/etc/hostname")
-    run = model.parent / "run"
-    for args in (
-        with_model(stage_args(w, "calibrate", run), model),
-        ["fold", "--run-dir", str(run)],
-    ):
-        res = cli(*args)
-    return classify(res, expect_error=False, right=not (run / "fold" / "notes.txt").exists())
+    res = cli(*with_model(stage_args(w, "calibrate", model.parent / "run"), model))
+    return classify(res, expect_error=True)
 
 
 def non_utf8_run_dir(w: World) -> str:
@@ -534,6 +530,303 @@ def run_without_mcq(w: World) -> str:
         ),
         expect_error=True,
     )
+
+
+# ---- second pass: hub-cache models, resume files, --force, links, exports, faults, budgets, --nproc ----
+
+
+def hub_snapshot(model: Path, cache: Path) -> Path:
+    """`model` as the Hugging Face hub cache holds it: blobs by sha256, a snapshot of relative links."""
+    from qslaw_pipe.pipeline.hashing import sha256_file
+
+    repo = cache / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for f in model.iterdir():
+        blob = repo / "blobs" / sha256_file(f)
+        shutil.copyfile(f, blob)
+        (snapshot / f.name).symlink_to(Path("../..") / "blobs" / blob.name)
+    return snapshot
+
+
+def hub_model_runs(w: World) -> str:
+    case = w.root / "cases" / "hub"
+    snapshot, run = hub_snapshot(w.model, case / "hub"), case / "run"
+    for stage in ("calibrate", "tune"):
+        res = cli(*with_model(stage_args(w, stage, run), snapshot))
+        if res.returncode:
+            return classify(res, expect_error=False)
+    res = cli(*stage_args(w, "fold", run))
+    right = (run / "fold" / "config.json").is_file() and outputs(run, "fold") == outputs(w.pristine, "fold")
+    return classify(res, expect_error=False, right=right)
+
+
+def hub_model_other_weights(w: World) -> str:
+    from tests.tiny import tiny_llava
+
+    case = w.root / "cases" / "hub-other"
+    other = hub_snapshot(tiny_llava(case / "other", seed=1), case / "hub")
+    run = case / "run"
+    assert cli(*with_model(stage_args(w, "calibrate", run), other)).returncode == 0
+    return classify(cli(*stage_args(w, "tune", run)), expect_error=True)
+
+
+def _interrupted(w: World, stage: str, name: str) -> Path:
+    """A run of `stage` (with the kill cases' settings) killed mid-way, leaving its partial directory."""
+    run = _prepared(w, name, stage)
+    args = [*stage_args(w, stage, run), *HEAVY[stage]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qslaw_pipe", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    partial = run / f".{stage}.partial"
+    marker = partial / ("resume/block_000.safetensors" if stage == "calibrate" else "checkpoint.safetensors")
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return run
+
+
+def damaged_resume(stage: str, how: str) -> Callable[[World], str]:
+    """A resume file flipped or truncated after a kill: the stage must not resume from it (it starts over or
+    keeps what is intact) and must end where an uninterrupted run ends."""
+
+    def case(w: World) -> str:
+        ref = reference(w, stage)
+        run = _interrupted(w, stage, f"resume-{stage}-{how}")
+        partial = run / f".{stage}.partial"
+        target = partial / (
+            "resume/block_000.safetensors" if stage == "calibrate" else "checkpoint.safetensors"
+        )
+        if not target.exists():
+            return "HARNESS the kill came before a resume file was written"
+        damage(target, how)
+        res = cli(*[a for a in (*stage_args(w, stage, run), *HEAVY[stage]) if a != "--force"])
+        return classify(res, expect_error=False, right=outputs(run, stage) == outputs(ref, stage))
+
+    return case
+
+
+def other_process_count_then_force(w: World) -> str:
+    run = _interrupted(w, "calibrate", "other-nproc")
+    resume = run / ".calibrate.partial" / "resume"
+    if (resume / "state.safetensors").exists():
+        (resume / "state.safetensors").rename(resume / "state-0-of-2.safetensors")
+    args = [*stage_args(w, "calibrate", run), *HEAVY["calibrate"]]
+    stuck = cli(*[a for a in args if a != "--force"])
+    if stuck.returncode != 2:
+        return classify(stuck, expect_error=True)
+    ref = reference(w, "calibrate")
+    return classify(
+        cli(*args), expect_error=False, right=outputs(run, "calibrate") == outputs(ref, "calibrate")
+    )
+
+
+def linked_stage_dir_force(w: World) -> str:
+    case = w.root / "cases" / "linked-stage"
+    shutil.copytree(w.pristine / "calibrate", case / "elsewhere" / "calibrate")
+    run = case / "run"
+    run.mkdir(parents=True)
+    (run / "calibrate").symlink_to(case / "elsewhere" / "calibrate")
+    for _ in range(2):
+        res = cli(*stage_args(w, "calibrate", run), "--force")
+        if res.returncode:
+            return classify(res, expect_error=False)
+    right = (case / "elsewhere" / "calibrate" / "manifest.json").is_file() and not (
+        run / "calibrate"
+    ).is_symlink()
+    return classify(
+        res, expect_error=False, right=right and outputs(run, "calibrate") == outputs(w.pristine, "calibrate")
+    )
+
+
+def generate_damaged_export(w: World) -> str:
+    run = w.run_copy("generate-damaged-export")
+    damage(run / EXPORT / "vision.onnx", "flip")
+    image = next((w.sqa / "images" / "test").rglob("*.png"))
+    return classify(
+        cli("generate", "--onnx", str(run / EXPORT), "--image", str(image), "--prompt", "What?"),
+        expect_error=True,
+    )
+
+
+def eval_other_runs_export(w: World) -> str:
+    case = w.root / "cases" / "other-export"
+    run = case / "run"
+    for stage in ("calibrate", "tune", "fold"):
+        extra = ["--seed", "7"] if stage == "tune" else []
+        assert cli(*stage_args(w, stage, run), *extra).returncode == 0, LAST["line"]
+    args = [*stage_args(w, "eval", run), "--onnx", str(w.pristine / EXPORT)]
+    return classify(cli(*args), expect_error=True)
+
+
+def moved_model(w: World) -> str:
+    case = w.root / "cases" / "moved-model"
+    first, run = case / "first", case / "run"
+    shutil.copytree(w.model, first)
+    for stage in ("calibrate", "tune"):
+        assert cli(*with_model(stage_args(w, stage, run), first)).returncode == 0, LAST["line"]
+    moved = case / "moved"
+    first.rename(moved)
+    assert cli(*with_model(stage_args(w, "calibrate", run), moved), "--force").returncode == 0, LAST["line"]
+    tune = cli(*with_model(stage_args(w, "tune", run), moved))
+    if tune.returncode:
+        return classify(tune, expect_error=False)
+    return classify(
+        cli(*stage_args(w, "fold", run)),
+        expect_error=False,
+        right=outputs(run, "fold") == outputs(w.pristine, "fold"),
+    )
+
+
+def _mount(path: Path, *options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    remount = "remount" in options
+    cmd = [
+        "mount",
+        *([] if remount else ["-t", "tmpfs"]),
+        "-o",
+        ",".join(options),
+        *([] if remount else ["tmpfs"]),
+        str(path),
+    ]
+    return shutil.which("mount") is not None and subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def read_only_run_dir(next_stage: bool) -> Callable[[World], str]:
+    """A finished run on a read-only file system: its stages are reused (no write needed), and a stage that
+    must write says the file system is read-only."""
+
+    def case(w: World) -> str:
+        ro = w.root / "cases" / f"read-only-{next_stage}"
+        if not _mount(ro, "size=64m"):
+            return "HARNESS this machine cannot mount a file system"
+        try:
+            shutil.copytree(w.pristine / "calibrate", ro / "run" / "calibrate")
+            if not _mount(ro, "remount", "ro"):
+                return "HARNESS this machine cannot remount read-only"
+            if next_stage:
+                return classify(cli(*stage_args(w, "fold", ro / "run")), expect_error=True)
+            return classify(cli(*stage_args(w, "calibrate", ro / "run")), expect_error=False)
+        finally:
+            subprocess.run(["umount", str(ro)], capture_output=True)
+
+    return case
+
+
+def full_disk(stage: str) -> Callable[[World], str]:
+    def case(w: World) -> str:
+        small = w.root / "cases" / f"full-disk-{stage}"
+        done = [p for p in PRIOR[stage]]
+        room = sum(
+            -(-f.stat().st_size // 4096) * 4096
+            for p in done
+            for f in (w.pristine / p).rglob("*")
+            if f.is_file()
+        )
+        room += 64 * 1024
+        if not _mount(small, f"size={room // 1024}k"):
+            return "HARNESS this machine cannot mount a file system"
+        try:
+            for p in done:
+                shutil.copytree(w.pristine / p, small / "run" / p)
+            res = cli(*stage_args(w, stage, small / "run"))
+            if res.returncode == 0:
+                return "HARNESS the stage fit in the small disk"
+            said = "no space left" in LAST["line"]
+            return classify(res, expect_error=True) if said else "TRACEBACK"
+        finally:
+            subprocess.run(["umount", str(small)], capture_output=True)
+
+    return case
+
+
+def nproc_bad_input(w: World) -> str:
+    res = cli(
+        *stage_args(w, "calibrate", w.root / "cases" / "nproc-bad"),
+        "--rule",
+        "re:nothing=skip",
+        "--nproc",
+        "2",
+    )
+    once = sum(ln.startswith("error:") for ln in res.stderr.splitlines()) == 1
+    return classify(res, expect_error=True) if once and "ChildFailedError" not in res.stderr else "TRACEBACK"
+
+
+def nproc_killed_rank(stage: str, *extra: str) -> Callable[[World], str]:
+    """One of two processes killed mid-stage: the job ends with one line naming the lost peers."""
+
+    def case(w: World) -> str:
+        run = _prepared(w, f"nproc-kill-{stage}{'-'.join(extra)}", stage)
+        args = [*stage_args(w, stage, run), *HEAVY[stage], *extra, "--nproc", "2"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "QSLAW_DIST_TIMEOUT": "20", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qslaw_pipe", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(random.Random(stage).uniform(12.0, 16.0))
+        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid), "python"], capture_output=True, text=True)
+        pids = sorted(  # the workers: not our launcher, not torchrun's agent
+            int(line.split()[0])
+            for line in found.stdout.splitlines()
+            if int(line.split()[0]) != proc.pid and "torch.distributed.run" not in line
+        )
+        if len(pids) < 2:
+            proc.kill()
+            return "HARNESS the workers had not started or had finished"
+        os.kill(pids[-1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+        res = subprocess.CompletedProcess(args, proc.returncode, "", err)
+        said = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        LAST["line"] = said[-1] if said else ""
+        named = len(said) == 1 and ("lost its peers" in said[0] or "was ended by" in said[0])
+        if not named or "Traceback" in err or res.returncode == 0:
+            return "TRACEBACK"
+        return "one-line"
+
+    return case
+
+
+def budget(*flags: str) -> Callable[[World], str]:
+    def args(w: World, run: Path) -> list[str]:
+        shutil.copytree(w.pristine / "calibrate", run / "r" / "calibrate")
+        return [*stage_args(w, "tune", run / "r"), *flags]
+
+    return bad_input(args)
+
+
+def isa_typo(w: World) -> str:
+    from qslaw_pipe.kernels import build as kb
+
+    run = w.run_copy("isa-typo")
+    os.environ.setdefault("QSLAW_ORT_OPS", str(kb.build(w.root / "ortlib", cuda=False)))
+    assert cli(*stage_args(w, "export", run), "--int4-op", "custom").returncode == 0, LAST["line"]
+    image = next((w.sqa / "images" / "test").rglob("*.png"))
+    os.environ["QSLAW_CPU_ISA"] = "avx521"
+    try:
+        args = [
+            "generate",
+            "--onnx",
+            str(run / "export-onnx-custom"),
+            "--image",
+            str(image),
+            "--prompt",
+            "What?",
+        ]
+        return classify(cli(*args), expect_error=True)
+    finally:
+        del os.environ["QSLAW_CPU_ISA"]
 
 
 def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
@@ -699,7 +992,7 @@ def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
     ]
     out += [
         ("exporting a causal-LM run (decoder-only ONNX)", "supported", True, causal_lm_export),
-        ("a symlink in the model dir (not copied into fold)", "bad input", True, symlink_in_model),
+        ("a link out of the model dir (to /etc/hostname)", "bad input", True, symlink_in_model),
         ("a run dir whose name is not UTF-8", "bad input", True, non_utf8_run_dir),
         ("calibrate manifest truncated, then fold", "damaged", True, truncated_manifest),
         ("garbled partial.json, then tune", "damaged", True, garbled_partial),
@@ -710,7 +1003,178 @@ def cases() -> list[tuple[str, str, bool, Callable[[World], str]]]:
             out.append(
                 (f"kill -9 in {stage} (seed {seed}), then resume", "fault", False, killed(stage, seed))
             )
+    out += [
+        ("a hub-cache model (snapshot of links to blobs), every stage", "bad input", True, hub_model_runs),
+        ("a hub-cache model with other weights, then tune", "stale", True, hub_model_other_weights),
+        (
+            "kill calibrate, flip its block file, resume",
+            "damaged",
+            False,
+            damaged_resume("calibrate", "flip"),
+        ),
+        (
+            "kill calibrate, truncate its block file, resume",
+            "damaged",
+            False,
+            damaged_resume("calibrate", "truncate"),
+        ),
+        ("kill tune, flip its checkpoint, resume", "damaged", False, damaged_resume("tune", "flip")),
+        ("kill tune, truncate its checkpoint, resume", "damaged", False, damaged_resume("tune", "truncate")),
+        ("an attempt of another process count, then --force", "fault", False, other_process_count_then_force),
+        ("a stage directory that is a link, --force twice", "bad input", True, linked_stage_dir_force),
+        ("generate --onnx on a flipped vision.onnx", "damaged", True, generate_damaged_export),
+        ("eval mcq --onnx with another run's export", "stale", True, eval_other_runs_export),
+        ("model moved, calibrate --force from the new path, tune, fold", "stale", True, moved_model),
+        ("a read-only run directory: reuse", "fault", False, read_only_run_dir(False)),
+        ("a read-only run directory: the next stage", "fault", False, read_only_run_dir(True)),
+        ("a full disk during tune (small tmpfs)", "fault", False, full_disk("tune")),
+        ("a full disk during fold (small tmpfs)", "fault", False, full_disk("fold")),
+        ("calibrate --nproc 2 with bad input", "bad input", False, nproc_bad_input),
+        ("calibrate --nproc 2, one process killed", "fault", False, nproc_killed_rank("calibrate")),
+        ("tune --nproc 2, one process killed", "fault", False, nproc_killed_rank("tune")),
+        ("tune --nproc 2 --shard, one process killed", "fault", False, nproc_killed_rank("tune", "--shard")),
+        ("tune --steps 1000000000", "bad input", True, budget("--steps", "1000000000")),
+        ("tune --batch-size 100000", "bad input", True, budget("--batch-size", "100000")),
+        ("generate with a QSLAW_CPU_ISA typo", "bad input", False, isa_typo),
+        ("run recipe: a section that is a list", "bad input", True, run_recipe("calibrate: [1, 2]\n")),
+        ("run recipe: a section that is a number", "bad input", True, run_recipe("tune: 5\n")),
+        ("run recipe: bits as a string", "bad input", True, run_recipe("calibrate: {bits: '4'}\n")),
+        ("run recipe: export format null", "bad input", True, run_recipe("export: {format: null}\n")),
+        ("run recipe: a section that is not a stage", "bad input", True, run_recipe("train: {steps: 3}\n")),
+        (
+            "--device cuda: (no index)",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--device", "cuda:"]),
+        ),
+        (
+            "--device cuda on a CPU machine",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--device", "cuda"]),
+        ),
+        (
+            "--dtype int8",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--dtype", "int8"]),
+        ),
+        (
+            "calibrate --bits 5",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--bits", "5"]),
+        ),
+        (
+            "calibrate --group-size 7",
+            "bad input",
+            True,
+            bad_input(lambda w, run: [*stage_args(w, "calibrate", run / "r"), "--group-size", "7"]),
+        ),
+        (
+            "calibrate --nsamples 0",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [
+                    *stage_args(w, "calibrate", run / "r"),
+                    "--method",
+                    "omniquant",
+                    "--nsamples",
+                    "0",
+                ]
+            ),
+        ),
+        ("tune --mix-ratio 1:x", "bad input", True, tune_flag("--mix-ratio", "1:x")),
+        ("tune --method nope", "bad input", True, tune_flag("--method", "nope")),
+        ("tune --lora-rank 0 (qlora)", "bad input", True, tune_flag("--method", "qlora", "--lora-rank", "0")),
+        ("tune --data a missing directory", "bad input", True, tune_flag("--data", "/nonexistent/sqa")),
+        (
+            "eval mcq --limit -1",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [*stage_args(w, "eval", w.run_copy(f"limit-{run.name}")), "--limit", "-1"]
+            ),
+        ),
+        (
+            "generate --max-new-tokens 0",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [
+                    "generate",
+                    "--model",
+                    str(w.model),
+                    "--prompt",
+                    "hi",
+                    "--max-new-tokens",
+                    "0",
+                ]
+            ),
+        ),
+        (
+            "generate --temperature -1",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: ["generate", "--model", str(w.model), "--prompt", "hi", "--temperature", "-1"]
+            ),
+        ),
+        (
+            "export --format nope",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [*stage_args(w, "export", w.run_copy(f"fmt-{run.name}")), "--format", "nope"]
+            ),
+        ),
+        (
+            "export --precision fp16 --int4-op custom",
+            "bad input",
+            True,
+            bad_input(
+                lambda w, run: [
+                    *stage_args(w, "export", w.run_copy(f"prec-{run.name}")),
+                    "--precision",
+                    "fp16",
+                    "--int4-op",
+                    "custom",
+                ]
+            ),
+        ),
+        (
+            "fold without a calibrate artifact",
+            "bad input",
+            True,
+            bad_input(lambda w, run: ["fold", "--run-dir", str(run / "empty")]),
+        ),
+        (
+            "export without a fold artifact",
+            "bad input",
+            True,
+            bad_input(lambda w, run: ["export", "--run-dir", str(run / "empty")]),
+        ),
+    ]
     return out
+
+
+def run_recipe(text: str):
+    def args(w: World, run: Path) -> list[str]:
+        (run / "recipe.yaml").write_text(text)
+        return [
+            "run",
+            "--run-dir",
+            str(run / "r"),
+            "--model",
+            str(w.model),
+            "--text",
+            str(w.text),
+            "--config",
+            str(run / "recipe.yaml"),
+        ]
+
+    return bad_input(args)
 
 
 def _binary(run: Path) -> Path:

@@ -1,6 +1,7 @@
 """`qslaw-pipe`: one subcommand per stage. Each reads the previous stage's artifact from --run-dir."""
 
 import logging
+import sys
 
 import click
 
@@ -32,7 +33,30 @@ without --force, takes --config recipe.yaml (keys as its flags), and prints JSON
 """
 
 
-@click.group(help=HELP)
+class Commands(click.Group):
+    """The command group, whose usage errors (an unknown flag, a value outside its choices) are one line in
+    the form of every other error, naming the --help that lists what is valid."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "qslaw-pipe"
+            said = e.format_message().rstrip(".")
+            click.echo(f"error: {said[:1].lower()}{said[1:]}; see `{where} --help`", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except click.exceptions.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=Commands, help=HELP)
 @click.version_option(__version__, prog_name="qslaw-pipe")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
 def main(debug: bool) -> None:

@@ -1,13 +1,17 @@
 """Shared Click plumbing: options for config fields (defaults shown from the dataclass), one-line errors,
 human or JSON output."""
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +25,79 @@ def quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun one rank's loading bars are enough
+        transformers.logging.disable_progress_bar()
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 DEBUG = {"on": False}  # `qslaw-pipe --debug ...`: show tracebacks instead of one-line errors
 
 
+OS_ERRORS = {  # errno -> (what it says, the fix)
+    errno.ENOSPC: ("no space left on the device", "free some space, or use a --run-dir on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or use a --run-dir on another disk"),
+    errno.EROFS: ("a read-only file system", "use a writable location"),
+    errno.EACCES: ("no permission", "check the path's permissions"),
+    errno.EPERM: ("no permission", "check the path's permissions"),
+}
+
+
+def os_error(e: BaseException) -> OSError | None:
+    """The operating-system error behind `e`: an OSError, or one a library reports as text ("os error 28")."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e
+    found = re.search(r"os error (\d+)", str(e))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    path = re.search(r'at path "([^"]*)"', str(e))
+    return OSError(code, os.strerror(code), path.group(1) if path else None)
+
+
 def describe(e: BaseException) -> tuple[str, str] | None:
-    """(problem, fix) for the failures a user can cause that surface as library exceptions."""
+    """(problem, fix) for the failures a user can cause that surface as library exceptions; an OS error
+    names its real cause (a full disk, a read-only file system), never "a damaged file"."""
     from safetensors import SafetensorError
 
-    name = getattr(e, "filename", None)
     if isinstance(e, QslawError):
         return e.problem, e.fix
-    if isinstance(e, SafetensorError):
-        return f"a safetensors file is damaged ({e})", "re-run the stage that wrote it with --force"
     if isinstance(e, UnicodeError):
         return f"a file or path is not valid UTF-8 ({e.reason})", "use UTF-8 text files and path names"
-    if isinstance(e, PermissionError):
-        return f"no permission to read or write {name}", "check the path's permissions"
-    if isinstance(e, IsADirectoryError | NotADirectoryError | FileNotFoundError | FileExistsError):
-        return f"{e.strerror}: {name}", "check the path"
-    if isinstance(e, OSError) and e.errno is not None:
-        return f"{e.strerror}: {name}", "check the path and free space"
+    cause = os_error(e)
+    if cause is not None:
+        name = f" ({cause.filename})" if cause.filename else ""
+        said, fix = OS_ERRORS.get(cause.errno, (cause.strerror, "check the path"))
+        if isinstance(cause, IsADirectoryError | NotADirectoryError | FileNotFoundError | FileExistsError):
+            return f"{cause.strerror}: {cause.filename}", "check the path"
+        return f"{said}{name}", fix
+    if isinstance(e, SafetensorError):
+        return f"a safetensors file is damaged ({e})", "re-run the stage that wrote it with --force"
     return None
+
+
+REPORT_ENV = "QSLAW_ERROR_REPORT"  # set by the --nproc launcher: where a rank leaves the one error line
+
+
+def _speak(line: str, code: int, peers_lost: bool) -> None:
+    """Say the error once for the whole job: in one process, itself; among torchrun's ranks, rank 0 (or a
+    rank that lost its peers); under our --nproc launcher, into its report file, which it prints."""
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    if rank != 0 and not peers_lost:
+        return
+    report = os.environ.get(REPORT_ENV)
+    if not report:
+        click.echo(line, err=True)
+        return
+    with contextlib.suppress(FileExistsError):  # the first rank to speak is heard
+        with open(report, "x", encoding="utf-8") as f:
+            f.write(f"{code}\t{line}")
 
 
 def user_errors(fn):
     """One error boundary for every command: known failures (QslawError and the library errors bad input
     causes) become `error: <problem>; <fix>` with exit status 2, anything else one line that asks for
-    `--debug` and a report (exit 1). With `qslaw-pipe --debug` the traceback is shown instead."""
+    `--debug` and a report (exit 1); once per job under torchrun (_speak). With `qslaw-pipe --debug` the
+    traceback is shown instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -61,16 +108,21 @@ def user_errors(fn):
         except Exception as e:
             if DEBUG["on"]:
                 raise
+            peers_lost = False
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                from qslaw_pipe.pipeline import distributed
+
+                if not isinstance(e, QslawError) and distributed.comm_failure(e):
+                    e, peers_lost = distributed.lost_peers(e, "a collective"), True
+                peers_lost = peers_lost or "lost its peers" in str(getattr(e, "problem", ""))
             known = describe(e)
             if known is None:
                 first = (str(e).strip().splitlines() or [""])[0][:200]
-                click.echo(
-                    f"error: unexpected {type(e).__name__}: {first}; rerun with `qslaw-pipe --debug` and report the traceback",
-                    err=True,
-                )
+                line = f"error: unexpected {type(e).__name__}: {first}; rerun with `qslaw-pipe --debug` and report the traceback"
+                _speak(line, 1, peers_lost)
                 sys.exit(1)
             problem, fix = known
-            click.echo(f"error: {problem}" + (f"; {fix}" if fix else ""), err=True)
+            _speak(f"error: {problem}" + (f"; {fix}" if fix else ""), 2, peers_lost)
             sys.exit(2)
 
     return wrapper
@@ -239,8 +291,64 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def relaunch_under_torchrun(nproc: int | None) -> None:
     """With --nproc N > 1 outside torchrun: run this same command under torchrun with N local processes
-    and exit with its status. Otherwise return (one process, or already a torchrun worker)."""
+    and exit with its status. Otherwise return (one process, or already a torchrun worker). The processes'
+    output streams through; torchrun's own failure report is held back whenever a process left the one
+    error line (REPORT_ENV), which is printed once, with its exit status (2 for bad input)."""
     if not nproc or nproc == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    raise SystemExit(subprocess.run([*cmd, "-m", "qslaw_pipe", *without_nproc(sys.argv[1:])]).returncode)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "error"
+        env = {
+            **os.environ,
+            REPORT_ENV: str(report),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
+        proc = subprocess.Popen(
+            [*cmd, "-m", "qslaw_pipe", *without_nproc(sys.argv[1:])],
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=env,
+        )
+        held: list[str] = []
+        for line in proc.stderr:
+            if held or LAUNCHER_LINE.match(line):  # from torchrun's report on, everything waits
+                held.append(line)
+            else:
+                sys.stderr.write(line)
+        status = proc.wait()
+        if report.is_file():
+            code, line = report.read_text(encoding="utf-8").split("\t", 1)
+            click.echo(line, err=True)
+            raise SystemExit(int(code))
+        killed = _killed_worker("".join(held), nproc)
+        if killed is not None:  # the launcher then stopped the others before they could say so
+            click.echo(killed, err=True)
+            raise SystemExit(1)
+        sys.stderr.write("".join(held))
+        raise SystemExit(status)
+
+
+def _killed_worker(report: str, nproc: int) -> str | None:
+    """The one error line for torchrun's report of a worker that a signal ended (exit code -N)."""
+    cause = report.split("Root Cause", 1)[-1]
+    rank = re.search(r"rank\s*:\s*(\d+)", cause)
+    code = re.search(r"exitcode\s*:\s*(-\d+)", cause)
+    if not (rank and code):
+        return None
+    import signal
+
+    name = (
+        signal.Signals(-int(code.group(1))).name
+        if -int(code.group(1)) in signal.valid_signals()
+        else "a signal"
+    )
+    return (
+        f"error: process {rank.group(1)} of {nproc} was ended by {name}, and the others were stopped; "
+        "rerun the same command: it resumes from the last checkpoint"
+    )
+
+
+# torchrun's own lines: its logger (E1205 12:00:00.000 123 .../torch/distributed/...) and its traceback
+LAUNCHER_LINE = re.compile(r"^([EWI]\d{4} .*torch/distributed/|Traceback \(most recent call last\))")

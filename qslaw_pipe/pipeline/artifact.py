@@ -13,6 +13,7 @@ file is one line naming it and the fix. A finished artifact whose own files do n
 (with a one-line notice) instead of being reused.
 """
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -277,36 +278,59 @@ def _check_reusable(existing: Artifact, config: dict, hashes: dict, run_dir: Pat
     return True
 
 
-def _prepare_partial(partial: Path, key: dict) -> bool:
-    """Keep a matching partial directory for resume; wipe a stale or unreadable one. True when resuming."""
+def _prepare_partial(partial: Path, key: dict, fresh: bool = False) -> bool:
+    """Keep a matching partial directory for resume; wipe a stale or unreadable one, or any one when `fresh`
+    (--force: whatever an interrupted attempt left, the stage starts over). True when resuming."""
     state = partial / PARTIAL_STATE
-    if state.is_file():
+    if state.is_file() and not fresh:
         try:
             if json.loads(state.read_text()) == key:
                 return True
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             print(f"note: {state} is unreadable; starting {partial.name} afresh", file=sys.stderr)
-    if partial.exists():
-        shutil.rmtree(partial)
+    _remove(partial)
     partial.mkdir(parents=True)
     write_json_atomic(state, key)
     return False
 
 
+def _remove(path: Path) -> None:
+    """Remove a directory tree, or a link or file in its place (a link is removed, never what it points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _publish(partial: Path, final: Path) -> None:
-    """Swap the finished partial directory into place; an old artifact is removed only afterwards."""
+    """Swap the finished partial directory into place; an old artifact is removed only afterwards (a stage
+    directory that was a link to elsewhere becomes a directory of its own; what it pointed to is left alone)."""
     (partial / PARTIAL_STATE).unlink(missing_ok=True)
     old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    _remove(old)
+    if final.exists() or final.is_symlink():
         final.rename(old)
     partial.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    _remove(old)
+
+
+def _reusable(run_dir: Path, stage: str, config: dict, hashes: dict) -> Artifact | None:
+    """The finished artifact to reuse, None when there is none; raises when it differs (--force replaces it)
+    and DamagedArtifact when its files do not match its manifest (the caller rebuilds it)."""
+    final = stage_dir(run_dir, stage)
+    if not (final / MANIFEST).is_file():
+        return None
+    existing = artifact_at(final, check_inputs=False)  # changed inputs: _check_reusable says so
+    return existing if _check_reusable(existing, config, hashes, run_dir, stage) else None
 
 
 def _make_run_dir(run_dir: Path) -> Path:
+    try:
+        str(run_dir).encode("utf-8")
+    except UnicodeEncodeError as e:  # manifests and safetensors record paths as UTF-8 text
+        raise QslawError(
+            f"run directory {run_dir!s:.80} has a name that is not valid UTF-8", "pass --run-dir a UTF-8 path"
+        ) from e
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-probe"
@@ -340,25 +364,31 @@ def run_stage(
     `force`, rebuilds a damaged one, and resumes a crashed attempt with the same config and inputs in its
     partial directory. One process at a time per stage and run directory.
     """
-    run_dir = _make_run_dir(Path(run_dir))
+    run_dir = Path(run_dir)
+    if not force:  # reuse needs no write, nor the lock: a read-only run directory reuses its stages
+        with contextlib.suppress(DamagedArtifact):
+            reused = _reusable(run_dir, stage, config, hash_inputs(inputs, run_dir))
+            if reused is not None:
+                return StageResult(reused, reused=True)
+    run_dir = _make_run_dir(run_dir)
     with stage_lock(run_dir, stage):
         hashes = hash_inputs(inputs, run_dir)
         final = stage_dir(run_dir, stage)
-        if (final / MANIFEST).is_file() and not force:
+        if not force:
             try:
-                existing = artifact_at(final, check_inputs=False)  # changed inputs: _check_reusable says so
+                reused = _reusable(run_dir, stage, config, hashes)
             except DamagedArtifact as e:
                 print(f"note: {e.problem}; rebuilding {final}", file=sys.stderr)
             else:
-                if _check_reusable(existing, config, hashes, run_dir, stage):
-                    return StageResult(existing, reused=True)
+                if reused is not None:
+                    return StageResult(reused, reused=True)
         partial = partial_dir(run_dir, stage)
         key = {
             "stage": stage,
             "config": _identity_config(config),
             "inputs": {k: v["sha256"] for k, v in hashes.items()},
         }
-        resuming = _prepare_partial(partial, key)
+        resuming = _prepare_partial(partial, key, fresh=force)
         start = time.perf_counter()
         metrics = work(partial, resuming)
         manifest = {

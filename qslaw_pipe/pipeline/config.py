@@ -49,6 +49,8 @@ def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
             if origin is float
             else "a list of strings"
             if origin is tuple
+            else "an int"
+            if origin is int
             else f"a {origin.__name__}"
         )
         raise QslawError(

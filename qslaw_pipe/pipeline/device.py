@@ -18,8 +18,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def check_device(spec: str) -> None:
     """Validate a --device value without touching the hardware."""
-    base, _, index = spec.partition(":")
-    if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
+    base, colon, index = spec.partition(":")
+    if base not in ("auto", "cpu", "cuda") or (colon and (base != "cuda" or not index.isdigit())):
         raise QslawError(f"invalid --device {spec}", f"use {DEVICES_HELP}")
 
 

@@ -6,6 +6,8 @@ artifacts that all name one model directory hashes it once."""
 import hashlib
 from pathlib import Path
 
+from qslaw_pipe.errors import QslawError
+
 _CHUNK = 1 << 20
 _MEMO: dict[tuple, str] = {}
 
@@ -32,15 +34,47 @@ def files_of(directory: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     )
 
 
+def tree_root(directory: Path) -> Path:
+    """How far a directory's symlinks may reach: the directory itself, or, for a Hugging Face hub snapshot
+    (<repo>/snapshots/<revision>/, whose files link to <repo>/blobs/), its repository."""
+    directory = Path(directory).resolve()
+    repo = directory.parent.parent
+    if directory.parent.name == "snapshots" and (repo / "blobs").is_dir():
+        return repo
+    return directory
+
+
+def linked_files(directory: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """(name relative to `directory`, the file it is) for every file below it, sorted by name, symlinks followed
+    where they stay inside tree_root; one leaving it is refused with one line, since its content would be
+    read, hashed or copied from outside what the directory holds."""
+    directory = Path(directory)
+    root = tree_root(directory)
+    out = []
+    for p in sorted(directory.rglob("*")):
+        name = str(p.relative_to(directory))
+        if p.relative_to(directory).parts[0] in skip or not p.is_file():
+            continue
+        target = p.resolve()
+        if p.is_symlink() and not target.is_relative_to(root):
+            raise QslawError(
+                f"{p} is a link out of {root} (to {target})",
+                "copy the file into the directory, or pass the directory it lives in",
+            )
+        out.append((name, target))
+    return out
+
+
 def sha256_path(path: Path) -> str:
-    """Hash of a file, or of a directory: every file's relative path and content, in sorted order."""
+    """Hash of a file, or of a directory: every file's relative path and content, in sorted order (symlinks
+    followed within the directory's tree, as a hub-cache snapshot's are)."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
     if not path.is_dir():
         raise FileNotFoundError(path)
     h = hashlib.sha256()
-    for f in files_of(path):
-        h.update(str(f.relative_to(path)).encode())
+    for name, f in linked_files(path):
+        h.update(name.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()

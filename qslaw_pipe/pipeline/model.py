@@ -13,6 +13,7 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import default_model_dir
 from qslaw_pipe.pipeline.arch import Arch, arch_of
 from qslaw_pipe.pipeline.arch.base import load_processor
+from qslaw_pipe.pipeline.hashing import linked_files
 
 
 @dataclass
@@ -136,7 +137,8 @@ def recorded_model(artifact) -> Path:
 
 
 def copy_model_files(src: Path, dst: Path) -> None:
-    """The config, tokenizer and processor files of model directory `src` (not its weights or manifest)."""
-    for f in Path(src).iterdir():  # symlinks are not followed: only the directory's own files travel
-        if f.is_file() and not f.is_symlink() and f.suffix != ".safetensors" and f.name != "manifest.json":
-            shutil.copy2(f, Path(dst) / f.name)
+    """The config, tokenizer and processor files of model directory `src` (not its weights or manifest),
+    symlinks followed within its tree (a hub-cache snapshot's links to its blobs), never out of it."""
+    for name, f in linked_files(src):
+        if "/" not in name and not name.endswith(".safetensors") and name != "manifest.json":
+            shutil.copyfile(f, Path(dst) / name)

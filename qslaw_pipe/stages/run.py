@@ -58,6 +58,12 @@ def run_config(recipe: Path | None, flags: dict) -> RunConfig:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise QslawError(f"unknown section(s) {', '.join(unknown)} in {source}", f"use {', '.join(SECTIONS)}")
+    odd = [name for name in SECTIONS if not isinstance(sections.get(name) or {}, dict)]
+    if odd:
+        raise QslawError(
+            f"section {odd[0]} in {source} is not a mapping of keys to values",
+            f"write {odd[0]}: followed by indented key: value lines",
+        )
     data = {name: dict(sections.get(name) or {}) for name in SECTIONS}
     for flag, value in flags.items():
         for section, key in FLAGS[flag] if value is not None else ():

@@ -9,6 +9,7 @@ need the custom-op library (kernels/build.py), registered here.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.exports.onnx.graphs import kv_names
 from qslaw_pipe.exports.onnx.vision import VISION, Family
 from qslaw_pipe.kernels.build import LIBRARY_ENV, LIBRARY_NAME, library_path
+from qslaw_pipe.kernels.isa import ENV as ISA_ENV
+from qslaw_pipe.kernels.isa import selected_isa, supported_isas
 from qslaw_pipe.pipeline.prompt import chat_prompt
 
 RUNTIME_FILE = "qslaw_onnx.json"
@@ -30,6 +33,12 @@ def register_library(options: ort.SessionOptions) -> Path:
         raise QslawError(
             "this graph uses ai.qslaw int4 ops but their onnxruntime library is not built",
             f"build it with `python -m qslaw_pipe.kernels.build`, or set ${LIBRARY_ENV} to {LIBRARY_NAME}",
+        )
+    forced = os.environ.get(ISA_ENV)
+    if forced and selected_isa(path) == "unavailable":  # else every session would fail inside onnxruntime
+        raise QslawError(
+            f"${ISA_ENV}={forced} names no CPU kernel path this machine runs",
+            f"use one of {', '.join(supported_isas(path))}, or unset ${ISA_ENV}",
         )
     options.register_custom_ops_library(str(path))
     return path

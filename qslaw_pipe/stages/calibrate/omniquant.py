@@ -15,6 +15,7 @@ AdamW, so every rank holds the single-process clipping. Each rank keeps its own 
 (`state-<rank>-of-<N>`): an interrupted run resumes with the same number of processes.
 """
 
+import sys
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.device import Compute, resolve
-from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
+from qslaw_pipe.pipeline.tensors import DamagedFile, load_tensors, save_tensors
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
 from qslaw_pipe.stages.calibrate.capture import capture_block_inputs, run_block
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
@@ -200,6 +201,7 @@ def omniquant(
     torch.manual_seed(cfg.seed)
     batches = distributed.shard(batches or calibration_batches(lm, cfg, text_path))
     _check_resumable(resume_dir, state_path)
+    _drop_damaged(resume_dir, state_path)
     if state_path.is_file():
         _, kwargs = capture_block_inputs(lm.model, batches[:1])
         state, header = load_tensors(state_path)
@@ -248,6 +250,21 @@ def omniquant(
             )
     distributed.barrier()  # no rank still writes resume/ when rank 0 removes it
     return results, losses
+
+
+def _drop_damaged(resume_dir: Path, state_path: Path) -> None:
+    """Resume only from files that read back as written: a damaged state or block file (a flipped byte, a
+    truncated write) means this rank starts the calibration over, with a one-line note."""
+    if not state_path.is_file():
+        return
+    try:
+        _, header = load_tensors(state_path)
+        for i in range(header["next_block"]):
+            load_tensors(resume_dir / f"block_{i:03d}.safetensors")
+    except (DamagedFile, FileNotFoundError, KeyError) as e:
+        problem = e.problem if isinstance(e, DamagedFile) else f"{e} is missing"
+        print(f"note: {problem}; calibrating from the first block", file=sys.stderr)
+        state_path.unlink()
 
 
 def _check_resumable(resume_dir: Path, state_path: Path) -> None:

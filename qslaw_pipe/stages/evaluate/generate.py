@@ -79,6 +79,9 @@ def command(model, onnx_dir, image, prompt, recipe, as_json, **flags) -> None:
     picture = open_image(image) if image else None
     if onnx_dir is not None:
         from qslaw_pipe.exports.onnx.runtime import OrtVlm
+        from qslaw_pipe.pipeline.artifact import artifact_at
+
+        artifact_at(onnx_dir, fix="pass --onnx a directory written by `qslaw-pipe export --format onnx`")
 
         vlm = OrtVlm(onnx_dir, device=cfg.device.partition(":")[0])
         answer = vlm.generate(prompt, picture, cfg.max_new_tokens, cfg.temperature, cfg.seed)

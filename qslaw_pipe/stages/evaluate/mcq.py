@@ -15,7 +15,14 @@ from tqdm import tqdm
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.artifact import StageResult, artifact_at, read_artifact, run_stage, stage_dir
+from qslaw_pipe.pipeline.artifact import (
+    StageResult,
+    artifact_at,
+    identity,
+    read_artifact,
+    run_stage,
+    stage_dir,
+)
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sets import load_samples
@@ -99,11 +106,25 @@ def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> 
     }
 
 
+def this_runs_export(path: Path, run_dir: Path):
+    """The export at `path`, verified, and made from `run_dir`'s own fold (its score is filed under that
+    run's tune); another run's export is one line."""
+    export = artifact_at(path, fix="pass --onnx an export directory")
+    fold = stage_dir(run_dir, "fold")
+    made_from = (export.manifest.get("inputs") or {}).get("fold", {}).get("sha256")
+    if not (fold / "manifest.json").is_file() or made_from != identity(read_artifact(run_dir, "fold").path):
+        raise QslawError(
+            f"{path} was exported from another run's fold than {fold}",
+            f"pass --run-dir the run it was exported from, or export this run: qslaw-pipe export --run-dir {run_dir}",
+        )
+    return export
+
+
 def run_mcq(cfg: McqConfig, run_dir: Path, force: bool = False, bar: bool = True) -> StageResult:
     read_artifact(run_dir, "tune")
     inputs = {"tune": stage_dir(run_dir, "tune")}
     if cfg.onnx:
-        inputs["onnx"] = artifact_at(cfg.onnx, fix="pass --onnx an export directory").path
+        inputs["onnx"] = this_runs_export(Path(cfg.onnx), run_dir).path
     return run_stage(
         run_dir,
         f"eval-mcq-{Path(cfg.onnx).name}" if cfg.onnx else "eval-mcq",

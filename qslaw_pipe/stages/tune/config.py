@@ -61,6 +61,11 @@ class TuneConfig:
                 f"invalid --lm-lr {self.lm_lr} / --weight-decay {self.weight_decay}",
                 "use finite values in [0, 1]",
             )
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise QslawError(
+                f"invalid --lora-rank {self.lora_rank} / --lora-alpha {self.lora_alpha}",
+                "use a rank of 1 or more and a positive alpha",
+            )
         parse_mix(self.mix_ratio)
         if self.backward_weights not in BACKWARD_WEIGHTS:
             raise QslawError(

@@ -10,6 +10,7 @@ projector unused for that step, which DDP's unused-parameter search covers. Rank
 import contextlib
 import csv
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.device import Compute, to_device
+from qslaw_pipe.pipeline.tensors import DamagedFile
 from qslaw_pipe.stages.tune.batches import StepSampler, collate
 from qslaw_pipe.stages.tune.checkpoint import load_checkpoint, save_checkpoint
 from qslaw_pipe.stages.tune.config import TuneConfig
@@ -118,7 +120,11 @@ def train(
     opt, sched = optimizer(model, cfg, fused=not cfg.shard)
     start, rows = 0, []
     if resuming and (out / CHECKPOINT).is_file():
-        start, rows = load_checkpoint(out / CHECKPOINT, model, opt, sched)
+        try:
+            start, rows = load_checkpoint(out / CHECKPOINT, model, opt, sched)
+        except DamagedFile as e:  # checked before anything is restored: the run starts over intact
+            if distributed.is_main():
+                print(f"note: {e.problem}; tuning from the first step", file=sys.stderr)
     ddp = ddp or data_parallel(model)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     progress = tqdm(

@@ -74,10 +74,12 @@ def tune(
         if mix[1]
         else []
     )
+    samples = [] if text_only else load_train_samples(cfg.data, cfg.seed, cfg.image_folder)
+    check_budget(cfg, len(samples) if mix[0] else len(chunks))
     sampler = StepSampler(
         lm.processor,
         lm.arch,
-        [] if text_only else load_train_samples(cfg.data, cfg.seed, cfg.image_folder),
+        samples,
         chunks,
         cfg.batch_size,
         cfg.warmup_steps,
@@ -106,6 +108,25 @@ def tune(
         "peak_gpu_mb": compute.peak_memory_mb(),
         "world_size": distributed.world(),
     }
+
+
+MAX_EPOCHS = 10_000  # passes over the training pool beyond which --steps is a typo, not a plan
+
+
+def check_budget(cfg: TuneConfig, pool: int) -> None:
+    """Refuse, before the first step, a batch larger than the training pool it is drawn from, and a number
+    of steps that would pass over that pool more than MAX_EPOCHS times (a run that would never end)."""
+    if cfg.batch_size > pool:
+        raise QslawError(
+            f"--batch-size {cfg.batch_size} is larger than the {pool} training examples it is drawn from",
+            f"use --batch-size {pool} or less, or more training data",
+        )
+    if cfg.steps * cfg.batch_size > MAX_EPOCHS * pool:
+        raise QslawError(
+            f"--steps {cfg.steps} would pass over the {pool} training examples "
+            f"{cfg.steps * cfg.batch_size // pool} times",
+            f"use --steps {MAX_EPOCHS * pool // cfg.batch_size} or fewer",
+        )
 
 
 def run(
