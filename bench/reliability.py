@@ -535,22 +535,9 @@ def run_without_mcq(w: World) -> str:
 # ---- second pass: hub-cache models, resume files, --force, links, exports, faults, budgets, --nproc ----
 
 
-def hub_snapshot(model: Path, cache: Path) -> Path:
-    """`model` as the Hugging Face hub cache holds it: blobs by sha256, a snapshot of relative links."""
-    from qslaw_pipe.pipeline.hashing import sha256_file
-
-    repo = cache / "models--org--tiny"
-    (repo / "blobs").mkdir(parents=True)
-    snapshot = repo / "snapshots" / "0123abcd"
-    snapshot.mkdir(parents=True)
-    for f in model.iterdir():
-        blob = repo / "blobs" / sha256_file(f)
-        shutil.copyfile(f, blob)
-        (snapshot / f.name).symlink_to(Path("../..") / "blobs" / blob.name)
-    return snapshot
-
-
 def hub_model_runs(w: World) -> str:
+    from tests.helpers.hub import hub_snapshot
+
     case = w.root / "cases" / "hub"
     snapshot, run = hub_snapshot(w.model, case / "hub"), case / "run"
     for stage in ("calibrate", "tune"):
@@ -563,6 +550,7 @@ def hub_model_runs(w: World) -> str:
 
 
 def hub_model_other_weights(w: World) -> str:
+    from tests.helpers.hub import hub_snapshot
     from tests.tiny import tiny_llava
 
     case = w.root / "cases" / "hub-other"

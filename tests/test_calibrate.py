@@ -13,6 +13,7 @@ from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages.calibrate import omniquant
+from tests.helpers.interrupt import interrupted_calibration
 
 SMALL = dict(nsamples=4, seqlen=16, epochs=4, batch_size=2, lr=2e-2)
 
@@ -67,15 +68,7 @@ def test_interrupted_calibration_resumes_to_identical_tensors(
     cfg = cal.CalibrateConfig(bits=4, group_size=32, method=method, max_block=1, **SMALL)
     cal.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False)
     real = omniquant.calibrate_block
-
-    def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True, **kw):
-        if index == 1:
-            raise KeyboardInterrupt
-        return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar, **kw)
-
-    monkeypatch.setattr(omniquant, "calibrate_block", dies_on_block_1)
-    with pytest.raises(KeyboardInterrupt):
-        cal.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
+    interrupted_calibration(cfg, tmp_path / "split", llava_dir, corpus, monkeypatch)
     assert not (tmp_path / "split" / "calibrate").exists()
     resume = tmp_path / "split" / ".calibrate.partial" / "resume"
     assert (resume / "block_000.safetensors").exists()

@@ -16,12 +16,13 @@ from click.testing import CliRunner
 from qslaw_pipe.cli import main
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import identity
-from qslaw_pipe.pipeline.hashing import sha256_file
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages import export as ex
 from qslaw_pipe.stages import fold as fd
 from qslaw_pipe.stages import tune as tn
+from tests.helpers.hub import hub_snapshot
+from tests.helpers.interrupt import interrupted_calibration, interrupted_tuning
 from tests.tiny import tiny_llava, tiny_scienceqa
 
 RTN = cal.CalibrateConfig(method="rtn", bits=4, group_size=32)
@@ -37,20 +38,6 @@ def _tune_cfg(sqa, **kw):
 def _cli(*args) -> tuple[int, str]:
     res = CliRunner().invoke(main, [str(a) for a in args])
     return res.exit_code, res.output
-
-
-def hub_snapshot(model: Path, cache: Path, revision: str = "0123abcd") -> Path:
-    """`model` laid out as the Hugging Face hub cache holds it: files as blobs named by their sha256 under
-    <repo>/blobs, and a snapshot of relative links to them under <repo>/snapshots/<revision>."""
-    repo = cache / "models--org--tiny"
-    (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    for f in model.iterdir():
-        blob = repo / "blobs" / sha256_file(f)
-        shutil.copyfile(f, blob)
-        (snapshot / f.name).symlink_to(Path("../..") / "blobs" / blob.name)
-    return snapshot
 
 
 @pytest.fixture(scope="module")
@@ -89,26 +76,8 @@ def test_a_link_out_of_the_model_directory_is_refused(llava_dir, corpus, tmp_pat
 # ---- 2. --force clears an interrupted attempt ----
 
 
-def _interrupted_calibration(llava_dir, corpus, run: Path, monkeypatch) -> Path:
-    """An OMNI calibration killed after block 0: its partial directory, resumable, is left in `run`."""
-    from qslaw_pipe.stages.calibrate import omniquant
-
-    real = omniquant.calibrate_block
-
-    def dies_on_block_1(block, names, fp_in, q_in, kwargs, cfg_, index, bar=True, **kw):
-        if index == 1:
-            raise KeyboardInterrupt
-        return real(block, names, fp_in, q_in, kwargs, cfg_, index, bar, **kw)
-
-    monkeypatch.setattr(omniquant, "calibrate_block", dies_on_block_1)
-    with pytest.raises(KeyboardInterrupt):
-        cal.run(OMNI, run, llava_dir, corpus, bar=False)
-    monkeypatch.setattr(omniquant, "calibrate_block", real)
-    return run / ".calibrate.partial"
-
-
 def test_force_starts_over_an_attempt_of_another_process_count(llava_dir, corpus, tmp_path, monkeypatch):
-    partial = _interrupted_calibration(llava_dir, corpus, tmp_path / "r", monkeypatch)
+    partial = interrupted_calibration(OMNI, tmp_path / "r", llava_dir, corpus, monkeypatch)
     state = partial / "resume" / "state.safetensors"
     state.rename(state.with_name("state-0-of-2.safetensors"))  # as a 2-process attempt leaves it
     with pytest.raises(QslawError, match="another number of processes.*--force"):
@@ -130,7 +99,7 @@ def _flip(path: Path, at: float = 0.7) -> None:
 
 def test_a_damaged_calibration_resume_file_is_never_resumed_from(llava_dir, corpus, tmp_path, monkeypatch):
     whole = cal.run(OMNI, tmp_path / "whole", llava_dir, corpus, bar=False).artifact
-    partial = _interrupted_calibration(llava_dir, corpus, tmp_path / "split", monkeypatch)
+    partial = interrupted_calibration(OMNI, tmp_path / "split", llava_dir, corpus, monkeypatch)
     _flip(partial / "resume" / "block_000.safetensors")
     split = cal.run(OMNI, tmp_path / "split", llava_dir, corpus, bar=False).artifact
     assert (
@@ -139,26 +108,13 @@ def test_a_damaged_calibration_resume_file_is_never_resumed_from(llava_dir, corp
 
 
 def test_a_damaged_tune_checkpoint_is_never_resumed_from(llava_dir, corpus, sqa, tmp_path, monkeypatch):
-    from qslaw_pipe.stages.tune import loop
-
     for name in ("whole", "split"):
         cal.run(RTN, tmp_path / name, llava_dir, corpus, bar=False)
     cfg = _tune_cfg(sqa, checkpoint_every=2)
     whole = tn.run(cfg, tmp_path / "whole", llava_dir, corpus, bar=False).artifact
-    real = loop.train_step
-    count = {"n": 0}
-
-    def dies_at_step_4(*a, **k):
-        count["n"] += 1
-        if count["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "train_step", dies_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tn.run(cfg, tmp_path / "split", llava_dir, corpus, bar=False)
-    monkeypatch.setattr(loop, "train_step", real)
-    checkpoint = tmp_path / "split" / ".tune.partial" / "checkpoint.safetensors"
+    checkpoint = (
+        interrupted_tuning(cfg, tmp_path / "split", llava_dir, corpus, monkeypatch) / "checkpoint.safetensors"
+    )
     _flip(checkpoint)
     with pytest.raises(QslawError, match="is damaged"):
         load_tensors(checkpoint)
@@ -168,27 +124,14 @@ def test_a_damaged_tune_checkpoint_is_never_resumed_from(llava_dir, corpus, sqa,
 
 
 def test_force_clears_a_truncated_tune_checkpoint(llava_dir, corpus, sqa, tmp_path, monkeypatch):
-    from qslaw_pipe.stages.tune import loop
-
     cal.run(RTN, tmp_path / "r", llava_dir, corpus, bar=False)
     cfg = _tune_cfg(sqa, checkpoint_every=2)
-    real, count = loop.train_step, {"n": 0}
-
-    def dies_at_step_4(*a, **k):
-        count["n"] += 1
-        if count["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "train_step", dies_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tn.run(cfg, tmp_path / "r", llava_dir, corpus, bar=False)
-    monkeypatch.setattr(loop, "train_step", real)
-    checkpoint = tmp_path / "r" / ".tune.partial" / "checkpoint.safetensors"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:300])
-    assert (
-        tn.run(cfg, tmp_path / "r", llava_dir, corpus, bar=False, force=True).artifact.metrics["steps"] == 6
+    checkpoint = (
+        interrupted_tuning(cfg, tmp_path / "r", llava_dir, corpus, monkeypatch) / "checkpoint.safetensors"
     )
+    checkpoint.write_bytes(checkpoint.read_bytes()[:300])
+    forced = tn.run(cfg, tmp_path / "r", llava_dir, corpus, bar=False, force=True)
+    assert forced.artifact.metrics["steps"] == 6
 
 
 # ---- 4. a stage directory that is a link ----
