@@ -81,8 +81,7 @@ def study(args, report=lambda result: None) -> dict:
     """Every run of the protocol; `report(result so far)` after each, so a cut-short study still leaves
     its finished runs on disk."""
     from qslaw_pipe.cli_common import quiet_libraries
-    from qslaw_pipe.pipeline.data.text import default_text_path
-    from qslaw_pipe.pipeline.model import resolve_model
+    from qslaw_pipe.paths import default_text_path, resolve_model
     from qslaw_pipe.stages import calibrate as cal
     from qslaw_pipe.stages import tune as tn
     from qslaw_pipe.stages.evaluate import mcq

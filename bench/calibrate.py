@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from qslaw_pipe.cli_common import quiet_libraries
-from qslaw_pipe.paths import default_model_dir
+from qslaw_pipe.paths import default_model_dir, default_text_path
 from qslaw_pipe.pipeline.artifact import read_artifact
-from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_calibrated
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages.evaluate.perplexity import perplexity
 
@@ -65,7 +65,8 @@ def main() -> None:
                 cfg, args.runs / f"w{bits}-{method}{suffix.strip()}", model_dir, text_path, force=True
             )
             art = read_artifact(res.artifact.path.parent, "calibrate")
-            model = apply_fake_quant(copy.deepcopy(lm.model), load_qparams(art))
+            calibration = load_calibrated(art)
+            model = apply_fake_quant(calibration.apply(copy.deepcopy(lm.model)), calibration.layers)
             rows.append(
                 {
                     "bits": bits,

@@ -32,7 +32,7 @@ def direct_rows(args, bits: int, wilson) -> list[dict]:
     from qslaw_pipe.paths import default_model_dir
     from qslaw_pipe.pipeline.artifact import read_artifact
     from qslaw_pipe.pipeline.model import load_model
-    from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+    from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_calibrated
     from qslaw_pipe.stages.evaluate import mcq
     from qslaw_pipe.stages.evaluate.answers import greedy_answers
     from qslaw_pipe.stages.evaluate.scoring import score
@@ -42,7 +42,7 @@ def direct_rows(args, bits: int, wilson) -> list[dict]:
 
     def ours(method):
         return lambda model: apply_fake_quant(
-            model, load_qparams(read_artifact(args.calibrations / f"w{bits}-{method}", "calibrate"))
+            model, load_calibrated(read_artifact(args.calibrations / f"w{bits}-{method}", "calibrate")).layers
         )
 
     def peer(path):
@@ -111,8 +111,7 @@ def main() -> None:
     from accuracy import wilson
 
     from qslaw_pipe.cli_common import quiet_libraries
-    from qslaw_pipe.paths import default_model_dir
-    from qslaw_pipe.pipeline.data.text import default_text_path
+    from qslaw_pipe.paths import default_model_dir, default_text_path
     from qslaw_pipe.pipeline.sysinfo import machine_name
     from qslaw_pipe.stages import tune as tn
     from qslaw_pipe.stages.evaluate import mcq

@@ -138,18 +138,24 @@ def main() -> None:
     quiet_libraries()
     run = prepare_run(args)
     variants = {
-        EXACT: ex.ExportConfig(int4_op="matmulnbits"),
-        "ORT int4 MatMulNBits acc0, traced decoder": ex.ExportConfig(int4_op="matmulnbits", decoder="traced"),
-        "ORT int4 MatMulNBits acc4": ex.ExportConfig(int4_op="matmulnbits", accuracy_level=4),
-        "ORT int4 MatMulNBits acc4, int8 lm_head": ex.ExportConfig(accuracy_level=4, lm_head="int8"),
-        "ORT int4 MatMulNBits acc4, int4 lm_head": ex.ExportConfig(accuracy_level=4, lm_head="int4"),
-        FP32: ex.ExportConfig(int4_op="fp32"),
+        EXACT: ex.export_config(int4_op="matmulnbits"),
+        "ORT int4 MatMulNBits acc0, traced decoder": ex.export_config(
+            int4_op="matmulnbits", decoder="traced"
+        ),
+        "ORT int4 MatMulNBits acc4": ex.export_config(int4_op="matmulnbits", accuracy_level=4),
+        "ORT int4 MatMulNBits acc4, int8 lm_head": ex.export_config(accuracy_level=4, lm_head="int8"),
+        "ORT int4 MatMulNBits acc4, int4 lm_head": ex.export_config(accuracy_level=4, lm_head="int4"),
+        FP32: ex.export_config(int4_op="fp32"),
     }
     if library_path():
-        variants[OURS] = ex.ExportConfig(int4_op="custom")
-        variants[OURS_HEAD] = ex.ExportConfig(int4_op="custom", lm_head="int8-g32")
-        variants["ORT int4 ai.qslaw (ours), int8 lm_head"] = ex.ExportConfig(int4_op="custom", lm_head="int8")
-        variants["ORT int4 ai.qslaw (ours), int4 lm_head"] = ex.ExportConfig(int4_op="custom", lm_head="int4")
+        variants[OURS] = ex.export_config(int4_op="custom")
+        variants[OURS_HEAD] = ex.export_config(int4_op="custom", lm_head="int8-g32")
+        variants["ORT int4 ai.qslaw (ours), int8 lm_head"] = ex.export_config(
+            int4_op="custom", lm_head="int8"
+        )
+        variants["ORT int4 ai.qslaw (ours), int4 lm_head"] = ex.export_config(
+            int4_op="custom", lm_head="int4"
+        )
     dirs = {name: ex.run(cfg, run).artifact.path for name, cfg in variants.items()}
     sample = load_easyvqa("test")[0]
     image = open_image(sample.image)
@@ -157,7 +163,7 @@ def main() -> None:
     ids, images = next(iter(runners.values())).encode(sample.prompt, image)
     pixels = images["pixel_values"]
     torch_lm = load_folded_model(run / "fold")
-    torchao_lm = load_torchao(ex.run(ex.ExportConfig(format="torchao"), run).artifact.path)
+    torchao_lm = load_torchao(ex.run(ex.export_config(format="torchao"), run).artifact.path)
     with torch.no_grad():
         ref = torch_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits
         tao = torchao_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits

@@ -47,8 +47,8 @@ def write_inputs(work: Path, nsamples: int, windows: int) -> None:
     """The causal LM inside the default VLM, and the token chunks both sides use."""
     from transformers import AutoModelForCausalLM
 
-    from qslaw_pipe.paths import default_model_dir
-    from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+    from qslaw_pipe.paths import default_model_dir, default_text_path
+    from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
     from qslaw_pipe.pipeline.model import load_model
 
     lm = load_model(default_model_dir())

@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 
 from qslaw_pipe.cli_common import quiet_libraries
-from qslaw_pipe.paths import default_model_dir
+from qslaw_pipe.paths import default_model_dir, default_text_path
 from qslaw_pipe.pipeline.artifact import read_artifact
 from qslaw_pipe.pipeline.data.sets import load_train_samples
-from qslaw_pipe.pipeline.data.text import default_text_path, read_text, split_text, token_chunks
+from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.sysinfo import machine_name
 from qslaw_pipe.stages.tune import TuneConfig
-from qslaw_pipe.stages.tune.batches import StepSampler, collate, parse_mix
+from qslaw_pipe.stages.tune.batches import StepSampler, collate
+from qslaw_pipe.stages.tune.config import parse_mix
 from qslaw_pipe.stages.tune.loop import optimizer, train_step
 from qslaw_pipe.stages.tune.loss import batch_loss
 from qslaw_pipe.stages.tune.methods import build_method_model

@@ -57,7 +57,7 @@ def main() -> None:
         ref_logits = [reference.model(**p).logits.float() for p in prompts]
     rows = []
     for dtype in ("fp16", "bf16"):
-        res = ex.run(ex.ExportConfig(format="compressed-tensors", dtype=dtype), args.run_dir)
+        res = ex.run(ex.export_config(format="compressed-tensors", dtype=dtype), args.run_dir)
         out = res.artifact.path
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(out), dtype=torch.float32)
         model.load_state_dict(decompressed_state(out), strict=False)

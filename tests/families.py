@@ -294,3 +294,14 @@ VLMS = {
     "qwen2.5-vl": lambda out: qwen2_vl(out, v25=True),
 }
 TEXT_LMS = {"llama": lambda out: text_lm(out, "llama"), "qwen2": lambda out: text_lm(out, "qwen2")}
+
+# the model_type each builder makes (tests/test_layout.py checks every family adapter has a tiny model here)
+MODELS_BY_TYPE = {
+    "llava": "llava15",
+    "llava_next": "llava-next",
+    "llava_onevision": "llava-onevision",
+    "smolvlm": "smolvlm",
+    "idefics3": "idefics3",
+    "qwen2_vl": "qwen2-vl",
+    "qwen2_5_vl": "qwen2.5-vl",
+}

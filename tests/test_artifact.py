@@ -15,7 +15,7 @@ from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
 
 def _writer(calls):
-    def work(out, resuming):
+    def work(out, resuming, upstream):
         calls.append(resuming)
         save_tensors(out / "t.safetensors", {"x": torch.arange(4.0)}, {"kind": "demo"})
         return {"loss": 1.5}
@@ -55,15 +55,32 @@ def test_artifact_older_than_a_config_field_counts_as_its_earlier_value(tmp_path
     run_stage(
         run, "demo", {"a": 1}, {"model": model_file}, _writer(calls)
     )  # written before `precision` existed
-    assert run_stage(run, "demo", {"a": 1, "precision": "fp32"}, {"model": model_file}, _writer(calls)).reused
+    earlier = {"precision": "fp32"}  # what the config declares such artifacts had
+    again = run_stage(
+        run, "demo", {"a": 1, "precision": "fp32"}, {"model": model_file}, _writer(calls), earlier=earlier
+    )
+    assert again.reused
     with pytest.raises(QslawError, match="different config .*precision"):
-        run_stage(run, "demo", {"a": 1, "precision": "fp16"}, {"model": model_file}, _writer(calls))
+        run_stage(
+            run, "demo", {"a": 1, "precision": "fp16"}, {"model": model_file}, _writer(calls), earlier=earlier
+        )
+
+
+def test_only_the_declared_identity_decides_reuse(tmp_path, model_file):
+    run, calls = tmp_path / "run", []
+    run_stage(
+        run, "demo", {"a": 1, "device": "cpu"}, {"model": model_file}, _writer(calls), identity={"a": 1}
+    )
+    moved = run_stage(
+        run, "demo", {"a": 1, "device": "cuda"}, {"model": model_file}, _writer(calls), identity={"a": 1}
+    )
+    assert moved.reused and moved.artifact.config == {"a": 1, "device": "cpu"} and len(calls) == 1
 
 
 def test_crash_leaves_no_finished_artifact_and_resumes(tmp_path, model_file):
     run = tmp_path / "run"
 
-    def crash(out, resuming):
+    def crash(out, resuming, upstream):
         (out / "half.safetensors").write_bytes(b"partial")
         raise RuntimeError("killed")
 
@@ -79,7 +96,7 @@ _KILLED_STAGE = """
 import sys, time, torch
 from qslaw_pipe.pipeline.artifact import run_stage
 from qslaw_pipe.pipeline.tensors import save_tensors
-def work(out, resuming):
+def work(out, resuming, upstream):
     save_tensors(out / "big.safetensors", {"x": torch.zeros(1000)})
     print("written", flush=True)
     time.sleep(60)
@@ -98,8 +115,8 @@ def test_killed_process_leaves_no_finished_artifact(tmp_path, model_file):
     proc.wait()
     assert not (run / "demo").exists()
     assert (run / ".demo.partial" / "big.safetensors").exists()
-    with pytest.raises(QslawError, match="not found.*run `qslaw-pipe demo"):
-        read_artifact(run, "demo")
+    with pytest.raises(QslawError, match="not found.*run `qslaw-pipe demo --run-dir"):
+        read_artifact(run, "demo", command="qslaw-pipe demo --run-dir {run_dir}")
 
 
 def test_foreign_format_and_model_are_refused(tmp_path, model_file):

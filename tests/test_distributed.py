@@ -178,7 +178,8 @@ def test_single_process_loss_is_unchanged_by_sharding(setup, llava_dir):
     """The per-rank loss shares of a global batch sum to the single-process loss."""
     from qslaw_pipe.pipeline.artifact import read_artifact
     from qslaw_pipe.pipeline.data.sets import load_train_samples
-    from qslaw_pipe.stages.tune.batches import StepSampler, collate, parse_mix
+    from qslaw_pipe.stages.tune.batches import StepSampler, collate
+    from qslaw_pipe.stages.tune.config import parse_mix
     from qslaw_pipe.stages.tune.loss import batch_loss
     from qslaw_pipe.stages.tune.methods import build_method_model
 

@@ -25,7 +25,7 @@ def test_checkpoint_decompresses_to_the_folded_model(folded_run, dtype, toleranc
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     run, image = folded_run
-    res = ex.run(ex.ExportConfig(format="compressed-tensors", dtype=dtype), run)
+    res = ex.run(ex.export_config(format="compressed-tensors", dtype=dtype), run)
     out, m = res.artifact.path, res.artifact.metrics
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["format"] == "pack-quantized" and qc["quant_method"] == "compressed-tensors"
@@ -59,7 +59,7 @@ def test_transformers_from_pretrained_loads_the_checkpoint(folded_run):
     from transformers import AutoModelForImageTextToText
 
     run, image = folded_run
-    out = ex.run(ex.ExportConfig(format="compressed-tensors", dtype="fp32"), run).artifact.path
+    out = ex.run(ex.export_config(format="compressed-tensors", dtype="fp32"), run).artifact.path
     model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
     reference = load_folded_model(run / "fold")
     ref = _logits(reference.model, reference.processor, image)
@@ -84,7 +84,7 @@ def test_vllm_serves_the_checkpoint_greedy_as_the_folded_model(folded_run):
     """Where vLLM and a GPU exist: vLLM loads the export and generates what the folded model generates."""
     vllm = pytest.importorskip("vllm")
     run, image = folded_run
-    out = ex.run(ex.ExportConfig(format="compressed-tensors", dtype="fp16"), run).artifact.path
+    out = ex.run(ex.export_config(format="compressed-tensors", dtype="fp16"), run).artifact.path
     reference = load_folded_model(run / "fold")
     inputs = reference.processor(images=image, text=PROMPT, return_tensors="pt")
     with torch.no_grad():

@@ -48,7 +48,7 @@ def _greedy_torch(lm, ids, pixels, n):
 )
 def test_onnx_export_matches_folded_model(folded, op, node, weight_type, decoder, n_int4):
     run, image, lm = folded
-    res = ex.run(ex.ExportConfig(int4_op=op, decoder=decoder), run)
+    res = ex.run(ex.export_config(int4_op=op, decoder=decoder), run)
     out = res.artifact.path
     graph = onnx.load(str(out / "decoder.onnx")).graph
     int4 = [n for n in graph.node if n.op_type == node]
@@ -93,7 +93,7 @@ def test_fp16_decoder_runs_in_half_precision_close_to_the_folded_model(folded, o
     """The CUDA EP's half-precision decoder, checked on the CPU EP (same graph): fp16 activations and KV cache,
     fp16 scales, the folded codes, fp32 logits within fp16 rounding of the folded model's, same greedy tokens."""
     run, image, lm = folded
-    out = ex.run(ex.ExportConfig(int4_op=op, precision="fp16"), run).artifact.path
+    out = ex.run(ex.export_config(int4_op=op, precision="fp16"), run).artifact.path
     assert out.name.endswith("-fp16")
     graph = onnx.load(str(out / "decoder.onnx")).graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]}
@@ -117,14 +117,14 @@ def test_fp16_decoder_runs_in_half_precision_close_to_the_folded_model(folded, o
 def test_fp16_export_refuses_what_cannot_read_half_precision(folded):
     run, _, _ = folded
     with pytest.raises(QslawError, match="--precision fp16 needs the built decoder.*--int4-op custom"):
-        ex.run(ex.ExportConfig(int4_op="custom", precision="fp16"), run)
-    with pytest.raises(QslawError, match="--precision fp16 applies to --format onnx"):
-        ex.ExportConfig(format="torchao", precision="fp16")
+        ex.run(ex.export_config(int4_op="custom", precision="fp16"), run)
+    with pytest.raises(QslawError, match="--precision applies to --format onnx"):
+        ex.export_config(format="torchao", precision="fp16")
 
 
 def test_onnx_generate_cli_greedy_and_sampling(folded):
     run, image, lm = folded
-    out = ex.run(ex.ExportConfig(), run).artifact.path
+    out = ex.run(ex.export_config(), run).artifact.path
     path = run / "img.png"
     image.save(path)
     base = [
@@ -153,7 +153,7 @@ def test_custom_op_graph_without_library_names_the_fix(folded, monkeypatch, tmp_
     from qslaw_pipe.exports.onnx import runtime
 
     monkeypatch.setattr(runtime, "library_path", lambda: None)  # as on a machine that never built it
-    out = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
+    out = ex.run(ex.export_config(int4_op="custom"), run).artifact.path
     assert (
         sum(n.op_type == "MatMulInt4" for n in onnx.load(str(out / "decoder.onnx")).graph.node) == 8
     )  # q/k/v and gate/up fused in the built decoder
@@ -167,7 +167,7 @@ def test_eval_mcq_in_onnxruntime_gives_the_pytorch_answers(folded):
 
     run, _, _ = folded
     data = read_artifact(run, "tune").config["data"]
-    export = str(ex.run(ex.ExportConfig(), run).artifact.path)
+    export = str(ex.run(ex.export_config(), run).artifact.path)
     preds = {}
     for onnx_dir in (None, export):
         res = eval_mcq.run_mcq(
@@ -187,7 +187,7 @@ from tests.helpers.venv import optimum_venv as _optimum_venv  # noqa: E402
 
 def test_text_decoder_loads_in_optimum_and_generates_our_tokens(folded):
     run, _, _ = folded
-    out = ex.run(ex.ExportConfig(), run).artifact.path
+    out = ex.run(ex.export_config(), run).artifact.path
     python = _optimum_venv()
     if python is None:
         pytest.skip("could not build the optimum-onnx virtual environment (no package index?)")
@@ -225,7 +225,7 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node
     if op == "custom":
         monkeypatch.setenv("QSLAW_ORT_OPS", str(request.getfixturevalue("library")))
     run, image, lm = folded
-    out = ex.run(ex.ExportConfig(int4_op=op, lm_head=head), run).artifact.path
+    out = ex.run(ex.export_config(int4_op=op, lm_head=head), run).artifact.path
     assert out.name.endswith(f"-head{head[3:]}")
     graph = onnx.load(str(out / "decoder.onnx")).graph
     producer = next(n for n in graph.node if "logits" in n.output)
@@ -250,7 +250,7 @@ def test_quantized_lm_head_export_matches_its_rtn_weights(folded, op, head, node
 def test_lm_head_option_refuses_traced_decoder(folded):
     run, _, _ = folded
     with pytest.raises(QslawError, match="--lm-head folded"):
-        ex.run(ex.ExportConfig(decoder="traced", lm_head="int8"), run)
+        ex.run(ex.export_config(decoder="traced", lm_head="int8"), run)
 
 
 def test_decoder_outside_the_built_family_falls_back_to_traced(folded, monkeypatch):

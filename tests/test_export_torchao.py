@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from qslaw_pipe.exports.torchao import intx_weight, load_torchao, repeat_groups
-from qslaw_pipe.kernels.quant import dequantize_codes, n_groups
+from qslaw_pipe.exports.torchao import intx_weight, load_torchao
+from qslaw_pipe.kernels.quant import dequantize_codes, n_groups, repeat_groups
 from qslaw_pipe.pipeline.folded import load_folded_model
 from qslaw_pipe.stages import export as ex
 
@@ -27,7 +27,7 @@ def test_torchao_export_matches_folded_model(folded_run, packed, tol):
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
     run, _ = folded_run
-    res = ex.run(ex.ExportConfig(format="torchao"), run)
+    res = ex.run(ex.export_config(format="torchao"), run)
     assert res.artifact.metrics["layers"] == 14
     lm = load_torchao(res.artifact.path, packed=packed)
     kind = Int4OpaqueTensor if packed else IntxUnpackedToInt8Tensor
@@ -48,7 +48,7 @@ def test_torchao_cuda_tile_packed_matches_folded_model(folded_run):
     from torchao.quantization import Int4TilePackedTo4dTensor
 
     run, _ = folded_run
-    res = ex.run(ex.ExportConfig(format="torchao"), run)
+    res = ex.run(ex.export_config(format="torchao"), run)
     lm = load_torchao(res.artifact.path, device="cuda")
     assert (
         sum(isinstance(getattr(m, "weight", None), Int4TilePackedTo4dTensor) for m in lm.model.modules())
@@ -65,7 +65,7 @@ def test_torchao_load_on_a_missing_device_names_the_fix(folded_run):
     from qslaw_pipe.errors import QslawError
 
     run, _ = folded_run
-    res = ex.run(ex.ExportConfig(format="torchao"), run)
+    res = ex.run(ex.export_config(format="torchao"), run)
     device = "meta" if torch.cuda.is_available() else "cuda"
     with pytest.raises(QslawError, match="use device cpu"):
         load_torchao(res.artifact.path, device=device)

@@ -3,6 +3,8 @@ tune (qslaw, 2 steps) -> eval mcq -> fold -> ONNX, torchao and compressed-tensor
 export checked against the folded model (logits and greedy answers), and the prompt checked to hold the
 image token and the question in each family's own chat template (both template layouts for LLaVA-1.5)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,19 @@ from tests.families import TEXT_LMS, VLMS
 from tests.tiny import tiny_scienceqa
 
 MODELS = {**VLMS, **TEXT_LMS}
+# how each family's vision side exports (exports/onnx/vision.VISION's rows), and its decoder's positions
+VISION_KIND = {
+    "llava15": "fixed",
+    "llava15-json": "fixed",
+    "llava-next": "anyres",
+    "llava-onevision": "anyres-max",
+    "smolvlm": "tiles",
+    "idefics3": "tiles",
+    "qwen2-vl": "grid",
+    "qwen2.5-vl": "grid",
+    "llama": None,
+    "qwen2": None,
+}
 QUESTION = "What color is the square?"
 
 
@@ -71,8 +86,12 @@ def test_tune_trained_the_scales_and_eval_mcq_scores(family):
 
 def test_onnx_export_gives_the_folded_models_logits_and_answers(family):
     name, run, sqa, _, folded = family
-    out = ex.run(ex.ExportConfig(int4_op="matmulnbits"), run).artifact.path
+    out = ex.run(ex.export_config(format="onnx", int4_op="matmulnbits"), run).artifact.path
     assert (out / "vision.onnx").is_file() == (name in VLMS)
+    spec = json.loads((out / "qslaw_onnx.json").read_text())
+    assert spec["vision"] == VISION_KIND[name] and spec["positions"] == (
+        "mrope" if "qwen2" in name and "vl" in name else "1d"
+    )
     vlm, image = OrtVlm(out, device="cpu"), _image()
     ids, inputs = vlm.encode(QUESTION, image)
     positions, _ = vlm.prefill_positions(ids, inputs)
@@ -90,7 +109,7 @@ def test_onnx_export_gives_the_folded_models_logits_and_answers(family):
 
 def test_torchao_export_gives_the_folded_models_logits_and_answers(family):
     _, run, _, _, folded = family
-    out = ex.run(ex.ExportConfig(format="torchao"), run).artifact.path
+    out = ex.run(ex.export_config(format="torchao"), run).artifact.path
     lm, image = load_torchao(out), _image()
     with torch.no_grad():
         got = lm.model(**_torch_inputs(lm, image)).logits.numpy()
@@ -102,7 +121,7 @@ def test_torchao_export_gives_the_folded_models_logits_and_answers(family):
 
 def test_compressed_tensors_checkpoint_holds_the_folded_weights_within_its_scale_rounding(family):
     _, run, _, _, _ = family
-    res = ex.run(ex.ExportConfig(format="compressed-tensors", dtype="fp16"), run)
+    res = ex.run(ex.export_config(format="compressed-tensors", dtype="fp16"), run)
     state, folded = decompressed_state(res.artifact.path), read_folded(run / "fold")
     # W = scale * (q - zp) with q and zp exact: each weight off by its scale's rounding, plus fp16's rounding
     # of the product where the decompressor computes it in fp16

@@ -11,7 +11,7 @@ from qslaw_pipe.kernels.pack import pack_int4, unpack_int4, unpack_int4_referenc
 from qslaw_pipe.pipeline.artifact import read_artifact
 from qslaw_pipe.pipeline.folded import load_folded_model, read_folded
 from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_qparams
+from qslaw_pipe.pipeline.qparams import apply_fake_quant, load_calibrated
 from qslaw_pipe.stages import calibrate as cal
 from qslaw_pipe.stages import fold as fd
 from qslaw_pipe.stages import tune as tn
@@ -72,7 +72,8 @@ def test_fold_calibrate_only_matches_fake_quant(tmp_path, tuned, llava_dir):
     res = fd.run(fd.FoldConfig(), run)
     folded = read_folded(res.artifact.path)
     assert folded.source == "calibrate"
-    ref = apply_fake_quant(load_model(llava_dir).model, load_qparams(read_artifact(run, "calibrate")))
+    calibration = load_calibrated(read_artifact(run, "calibrate"))
+    ref = apply_fake_quant(calibration.apply(load_model(llava_dir).model), calibration.layers)
     named = dict(ref.named_modules())
     for name, layer in folded.layers.items():
         assert torch.equal(layer.dequantized(), named[name].weight)

@@ -33,7 +33,7 @@ def _pipeline(run, llava_dir, corpus, sqa, device, dtype):
         run, llava_dir, corpus, sqa, device, dtype, method="omniquant", nsamples=4, seqlen=32, epochs=1
     )
     folded = read_folded(fd.run(fd.FoldConfig(device=device), run).artifact.path)
-    ex.run(ex.ExportConfig(), run)
+    ex.run(ex.export_config(), run)
     return folded
 
 

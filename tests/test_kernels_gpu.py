@@ -125,7 +125,7 @@ def test_exported_vlm_on_the_cuda_ep_matches_the_folded_model(
 
     monkeypatch.setenv("QSLAW_ORT_OPS", str(cuda_library))
     run, image = folded_run
-    out = ex.run(ex.ExportConfig(int4_op=op, precision=precision), run).artifact.path
+    out = ex.run(ex.export_config(int4_op=op, precision=precision), run).artifact.path
     vlm = OrtVlm(out, device="cuda")
     ids, images = vlm.encode("What color is the square?", image)
     pixels = images["pixel_values"]

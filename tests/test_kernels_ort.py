@@ -154,7 +154,7 @@ def test_custom_export_runs_and_matches_matmulnbits(library, monkeypatch, folded
 
     monkeypatch.setenv("QSLAW_ORT_OPS", str(library))
     run, image = folded_run
-    outs = {op: ex.run(ex.ExportConfig(int4_op=op), run).artifact.path for op in ("custom", "matmulnbits")}
+    outs = {op: ex.run(ex.export_config(int4_op=op), run).artifact.path for op in ("custom", "matmulnbits")}
     logits = {}
     for op, path in outs.items():
         vlm = OrtVlm(path, device="cpu")

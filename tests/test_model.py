@@ -8,9 +8,10 @@ from click.testing import CliRunner
 
 from qslaw_pipe.cli import main
 from qslaw_pipe.pipeline import modules
+from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.model import load_model
 from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
-from qslaw_pipe.stages.evaluate.generate import generate, open_image
+from qslaw_pipe.stages.evaluate.generate import generate
 from tests.tiny import tiny_llama, tiny_tokenizer, write_png
 
 

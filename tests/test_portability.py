@@ -39,7 +39,7 @@ def test_portable_draws_are_normal_and_the_same_on_every_torch_kernel_path():
 GENERATE = (
     "import json, sys; from PIL import Image; from qslaw_pipe.stages import export as ex; "
     "from qslaw_pipe.exports.onnx.runtime import OrtVlm; "
-    "res = ex.run(ex.ExportConfig(int4_op='custom'), sys.argv[1]); "
+    "res = ex.run(ex.export_config(int4_op='custom'), sys.argv[1]); "
     "answer = OrtVlm(res.artifact.path, device='cpu').generate('What color is the square?', "
     "Image.open(sys.argv[2]), 6); print(json.dumps({'reused': res.reused, 'answer': answer}))"
 )
@@ -50,7 +50,7 @@ def test_an_export_for_our_op_is_reused_and_answers_alike_on_every_kernel_path(
 ):
     run, image = folded_run
     monkeypatch.setenv("QSLAW_ORT_OPS", str(library))
-    made = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
+    made = ex.run(ex.export_config(int4_op="custom"), run).artifact.path
     manifest = (made / "manifest.json").read_text()
     image.save(tmp_path / "img.png")
     isas = supported_isas(library)

@@ -61,7 +61,7 @@ def test_a_hub_cache_model_is_known_by_its_content_and_runs_every_stage(llava_di
     fold = fd.run(fd.FoldConfig(), run).artifact.path
     assert (fold / "config.json").is_file() and (fold / "tokenizer.json").is_file()
     assert not (fold / "config.json").is_symlink()
-    assert ex.run(ex.ExportConfig(), run).artifact.metrics["layers"] == 2
+    assert ex.run(ex.export_config(), run).artifact.metrics["layers"] == 2
 
 
 def test_a_link_out_of_the_model_directory_is_refused(llava_dir, corpus, tmp_path):
@@ -154,7 +154,7 @@ def test_force_replaces_a_stage_directory_that_is_a_link(llava_dir, corpus, tmp_
 
 def test_generate_refuses_a_damaged_export(folded_run, tmp_path):
     run, image = folded_run
-    out = ex.run(ex.ExportConfig(), run).artifact.path
+    out = ex.run(ex.export_config(), run).artifact.path
     copy = tmp_path / "export"
     shutil.copytree(out, copy)
     _flip(copy / "vision.onnx", 0.9)
@@ -165,7 +165,7 @@ def test_generate_refuses_a_damaged_export(folded_run, tmp_path):
 
 def test_eval_mcq_refuses_another_runs_export(folded_run, llava_dir, corpus, sqa, tmp_path):
     run, _ = folded_run
-    theirs = ex.run(ex.ExportConfig(), run).artifact.path
+    theirs = ex.run(ex.export_config(), run).artifact.path
     ours = tmp_path / "r"
     cal.run(RTN, ours, llava_dir, corpus, bar=False)
     tn.run(_tune_cfg(sqa, seed=3), ours, llava_dir, corpus, bar=False)
@@ -290,7 +290,7 @@ def test_a_cpu_kernel_path_typo_is_one_line(folded_run, library, monkeypatch):
 
     run, _ = folded_run
     monkeypatch.setenv("QSLAW_ORT_OPS", str(library))
-    out = ex.run(ex.ExportConfig(int4_op="custom"), run).artifact.path
+    out = ex.run(ex.export_config(int4_op="custom"), run).artifact.path
     monkeypatch.setenv("QSLAW_CPU_ISA", "avx521")
     with pytest.raises(QslawError, match=r"\$QSLAW_CPU_ISA=avx521 names no CPU kernel path"):
         OrtVlm(out, device="cpu")

@@ -47,16 +47,15 @@ def test_run_end_to_end_and_resume(tmp_path, llava_dir, corpus):
 def test_run_deploys_the_fp16_decoder_where_the_cuda_ep_runs_it(monkeypatch):
     import onnxruntime as ort
 
-    from qslaw_pipe.stages.export import ExportConfig
-    from qslaw_pipe.stages.run import deployment_export
+    from qslaw_pipe.stages.export import export_config
 
-    cfg = ExportConfig()
-    assert deployment_export(cfg, "cpu") == cfg  # the CPU EP runs the exact fp32 decoder
+    cfg = export_config()
+    assert cfg.deployed("cpu") == cfg  # the CPU EP runs the exact fp32 decoder
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    assert deployment_export(cfg, "auto").precision == "fp16"
-    assert deployment_export(cfg, "cuda:1").precision == "fp16"
-    assert deployment_export(cfg, "cpu") == cfg
-    custom = ExportConfig(int4_op="custom")  # reads fp32 activations
-    assert deployment_export(custom, "cuda") == custom
+    assert cfg.deployed("auto").precision == "fp16"
+    assert cfg.deployed("cuda:1").precision == "fp16"
+    assert cfg.deployed("cpu") == cfg
+    custom = export_config(int4_op="custom")  # reads fp32 activations
+    assert custom.deployed("cuda") == custom

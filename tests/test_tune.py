@@ -50,7 +50,8 @@ def _copy_calibration(src, dst):
 def test_only_scales_and_projector_get_gradients(llava_dir, calibrated, sqa, corpus):
     lm = build_method_model(llava_dir, "qslaw", read_artifact(calibrated, "calibrate"))
     from qslaw_pipe.pipeline.data.sets import load_train_samples
-    from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
+    from qslaw_pipe.stages.tune.batches import StepSampler
+    from qslaw_pipe.stages.tune.config import parse_mix
 
     sampler = StepSampler(
         lm.processor, lm.arch, load_train_samples(str(sqa)), [torch.arange(3, 19)], 2, 0, parse_mix("1:1"), 0
@@ -70,7 +71,8 @@ def test_fast_step_gives_the_plain_steps_losses(llava_dir, calibrated, sqa, meth
     """Kept weights + fused AdamW (the default on the CPU) vs rebuilt weights + per-tensor AdamW: the
     same losses, step after step, on the same batches."""
     from qslaw_pipe.pipeline.data.sets import load_train_samples
-    from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
+    from qslaw_pipe.stages.tune.batches import StepSampler
+    from qslaw_pipe.stages.tune.config import parse_mix
 
     cfg = _cfg(sqa, method=method, lm_lr=1e-2 if method == "qslaw" else 1e-3)
     calib = read_artifact(calibrated, "calibrate") if method == "qslaw" else None

@@ -95,3 +95,15 @@ def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
     zp = torch.round(-lo / delta)
     q = torch.clamp(torch.round(xf / delta) + zp, 0, 2**bits - 1)
     return (delta * (q - zp)).to(x.dtype)
+
+
+def block_size(group_size: int, in_features: int) -> int:
+    """The block a layout of one group size per tensor can use for groups of `group_size` over `in_features`
+    inputs (a short last group included): their gcd."""
+    return math.gcd(group_size, in_features)
+
+
+def repeat_groups(t: torch.Tensor, group_size: int, block: int, in_features: int) -> torch.Tensor:
+    """[out, n_groups] per group -> [out, in / block] per block (each group's value repeated)."""
+    reps = group_size // block
+    return t.repeat_interleave(reps, dim=1)[:, : in_features // block].contiguous()

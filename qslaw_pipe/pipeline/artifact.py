@@ -14,6 +14,7 @@ file is one line naming it and the fix. A finished artifact whose own files do n
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -27,7 +28,7 @@ from typing import Any
 
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.paths import cache_root
-from qslaw_pipe.pipeline.config import read_mapping
+from qslaw_pipe.pipeline.config import config_to_dict, identity_of, read_mapping
 from qslaw_pipe.pipeline.hashing import files_of, sha256_file, sha256_path
 from qslaw_pipe.pipeline.lock import stage_lock
 from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
@@ -35,13 +36,6 @@ from qslaw_pipe.pipeline.sysinfo import library_versions, peak_rss_mb
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 PARTIAL_STATE = "partial.json"
-# where and how a stage computed is recorded, but it does not make an artifact another one: a run
-# calibrated on a GPU is reused (and resumed) on a CPU; fused or eager kernels, recomputed or kept
-# activations and weights compute the same values
-PLACEMENT_KEYS = ("device", "compile", "grad_checkpoint", "backward_weights", "shard")
-# config fields that locate an input (also recorded, by content, among the inputs): a run directory moved
-# or copied elsewhere keeps its artifacts
-LOCATION_KEYS = ("onnx",)
 
 
 @dataclass(frozen=True)
@@ -87,24 +81,13 @@ def partial_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / f".{stage}.partial"
 
 
-def stage_command(stage: str, run_dir: Path | None = None) -> str:
-    """The command that writes `stage` (export-onnx-... -> `qslaw-pipe export`), for error messages."""
-    name = next(
-        (
-            c
-            for p, c in (
-                ("eval-mcq", "eval mcq"),
-                ("eval-ppl", "eval ppl"),
-                ("export", "export"),
-                ("default-vlm", "prepare"),
-            )
-            if stage.startswith(p)
-        ),
-        stage,
-    )
-    return f"qslaw-pipe {name}" + (
-        f" --run-dir {run_dir}" if run_dir is not None and name != "prepare" else ""
-    )
+def _redo(manifest: dict, path: Path) -> str:
+    """How to remake an artifact: the command its manifest says wrote it (a template naming `{run_dir}`,
+    where the stage takes one), or, for older manifests, in words."""
+    command = manifest.get("command")
+    if command:
+        return f"re-run `{command.format(run_dir=path.parent)} --force`"
+    return f"re-run the stage that wrote {path} with --force"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -146,11 +129,14 @@ def _load_manifest(path: Path) -> dict:
     return read_mapping(path, json.loads, "re-run the stage that wrote it with --force", DamagedArtifact)
 
 
-def hash_inputs(inputs: Mapping[str, Path], run_dir: Path | None = None) -> dict[str, dict]:
-    """Identity of each input (artifacts verified, against these inputs where they share a name); a missing
-    input is a user error naming it. Inputs inside `run_dir` are also recorded relative to it (`in_run`), and
-    inputs in the cache (the default model) relative to the cache (`in_cache`), so a run directory copied to
-    another place or machine is checked against its own earlier stages and that machine's cache."""
+def hash_inputs(
+    inputs: Mapping[str, Path], run_dir: Path | None = None, model_input: str | None = None
+) -> tuple[dict[str, dict], dict[str, Artifact]]:
+    """Identity of each input, and the inputs that are artifacts, verified (against these inputs where they
+    share a name; and, with `model_input`, made from that model); a missing input is a user error naming it.
+    Inputs inside `run_dir` are also recorded relative to it (`in_run`), and inputs in the cache (the default
+    model) relative to the cache (`in_cache`), so a run directory copied to another place or machine is
+    checked against its own earlier stages and that machine's cache."""
     out = {}
     for name, path in inputs.items():
         path = Path(path)
@@ -164,10 +150,13 @@ def hash_inputs(inputs: Mapping[str, Path], run_dir: Path | None = None) -> dict
                 out[name][key] = str(path.resolve().relative_to(Path(root).resolve()))
                 break
     known = {name: v["sha256"] for name, v in out.items()}
-    for path in inputs.values():
-        if (Path(path) / MANIFEST).is_file():
-            artifact_at(path, known=known)
-    return out
+    model_sha = known.get(model_input) if model_input else None
+    upstream = {
+        name: artifact_at(path, model_sha, known=known)
+        for name, path in inputs.items()
+        if (Path(path) / MANIFEST).is_file() and name != model_input
+    }
+    return out, upstream
 
 
 def recorded_location(artifact_dir: Path, recorded: dict) -> Path:
@@ -179,12 +168,15 @@ def recorded_location(artifact_dir: Path, recorded: dict) -> Path:
     return Path(recorded["path"])
 
 
-def read_artifact(run_dir: Path, stage: str, *, model_sha: str | None = None) -> Artifact:
-    """Load and verify `R/<stage>/`, refusing a missing, foreign-format, other-model, damaged or stale one."""
-    command = stage_command(stage, run_dir)
-    return artifact_at(
-        stage_dir(run_dir, stage), model_sha, f"run `{command}` first", f"re-run `{command} --force`"
+def read_artifact(
+    run_dir: Path, stage: str, *, model_sha: str | None = None, command: str | None = None
+) -> Artifact:
+    """Load and verify `R/<stage>/`, refusing a missing, foreign-format, other-model, damaged or stale one;
+    `command`: what writes it (a template: `qslaw-pipe calibrate --run-dir {run_dir}`), named when it is missing."""
+    missing = (
+        f"run `{command.format(run_dir=run_dir)}` first" if command else f"run the stage that writes {stage}"
     )
+    return artifact_at(stage_dir(run_dir, stage), model_sha, missing)
 
 
 def artifact_at(
@@ -205,7 +197,7 @@ def artifact_at(
     if not manifest_path.is_file():
         raise QslawError(f"{manifest_path} not found", fix)
     manifest = _load_manifest(manifest_path)
-    redo = redo or f"re-run `{stage_command(str(manifest.get('stage', path.name)), path.parent)} --force`"
+    redo = redo or _redo(manifest, path)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise DamagedArtifact(
@@ -245,35 +237,25 @@ def _verify_outputs(path: Path, outputs: dict[str, str], redo: str) -> None:
             raise DamagedArtifact(f"{path / name} {problem}", redo)
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k)]
-
-
-def _identity_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS + LOCATION_KEYS}
-
-
-# config fields added after artifacts were written without them, with the value those artifacts had
-LATER_FIELDS = {"precision": "fp32"}
-
-
-def _check_reusable(existing: Artifact, config: dict, hashes: dict, run_dir: Path, stage: str) -> bool:
-    """True when the finished artifact matches; raises when it differs (the caller handles --force)."""
-    command = stage_command(stage, run_dir)
-    older = {k: v for k, v in LATER_FIELDS.items() if k in config and k not in existing.config}
-    changed = _differences(_identity_config({**older, **existing.config}), _identity_config(config))
+def _check_reusable(existing: Artifact, identity_: dict, earlier: dict, hashes: dict, redo: str) -> bool:
+    """True when the finished artifact matches; raises when it differs (the caller handles --force). Only the
+    fields the config declares its identity are compared; one an older artifact lacks counts as `earlier`'s
+    value for it (the value artifacts had before the field existed)."""
+    missing = object()
+    had = {k: existing.config.get(k, earlier.get(k, missing)) for k in identity_}
+    changed = sorted(k for k, v in identity_.items() if had[k] != v)
     if changed:
         raise QslawError(
             f"{existing.path} exists with a different config ({', '.join(changed)})",
-            f"run `{command} --force` to replace it, or use another --run-dir than {run_dir}",
+            f"{redo.replace('re-run', 'run', 1)} to replace it, or use another --run-dir than {existing.path.parent}",
         )
     old_inputs = {k: v["sha256"] for k, v in existing.manifest["inputs"].items()}
-    changed = _differences(old_inputs, {k: v["sha256"] for k, v in hashes.items()})
+    new_inputs = {k: v["sha256"] for k, v in hashes.items()}
+    changed = sorted(k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k))
     if changed:
         raise QslawError(
             f"{existing.path} was made from other inputs ({', '.join(changed)} changed)",
-            f"run `{command} --force` to recompute it",
+            f"{redo.replace('re-run', 'run', 1)} to recompute it",
         )
     return True
 
@@ -314,14 +296,13 @@ def _publish(partial: Path, final: Path) -> None:
     _remove(old)
 
 
-def _reusable(run_dir: Path, stage: str, config: dict, hashes: dict) -> Artifact | None:
+def _reusable(final: Path, identity_: dict, earlier: dict, hashes: dict, redo: str) -> Artifact | None:
     """The finished artifact to reuse, None when there is none; raises when it differs (--force replaces it)
     and DamagedArtifact when its files do not match its manifest (the caller rebuilds it)."""
-    final = stage_dir(run_dir, stage)
     if not (final / MANIFEST).is_file():
         return None
     existing = artifact_at(final, check_inputs=False)  # changed inputs: _check_reusable says so
-    return existing if _check_reusable(existing, config, hashes, run_dir, stage) else None
+    return existing if _check_reusable(existing, identity_, earlier, hashes, redo) else None
 
 
 def _make_run_dir(run_dir: Path) -> Path:
@@ -351,49 +332,60 @@ def _make_run_dir(run_dir: Path) -> Path:
 def run_stage(
     run_dir: Path,
     stage: str,
-    config: dict,
+    config: Any,
     inputs: Mapping[str, Path],
-    work: Callable[[Path, bool], dict],
+    work: Callable[[Path, bool, dict[str, Artifact]], dict],
     *,
+    identity: dict | None = None,
+    earlier: Mapping[str, Any] | None = None,
+    command: str | None = None,
     force: bool = False,
     model_input: str | None = "model",
 ) -> StageResult:
-    """Run `work(workdir, resuming) -> metrics` under the run-directory contract.
+    """Run `work(workdir, resuming, upstream) -> metrics` under the run-directory contract; `upstream`: the
+    inputs that are artifacts, verified (the stage reads them from there, never again from disk).
 
-    Reuses a finished, intact artifact with the same config and inputs, refuses a different one unless
-    `force`, rebuilds a damaged one, and resumes a crashed attempt with the same config and inputs in its
-    partial directory. One process at a time per stage and run directory.
+    `config`: the stage's settings the manifest records, a dict or a config dataclass (whose identity is then
+    `identity_of(config)` and whose `EARLIER` defaults apply). Reuses a finished, intact artifact whose
+    `identity` (the config fields that decide what the artifact is; default the whole `config`) and inputs
+    match; refuses a different one unless
+    `force`; rebuilds a damaged one; resumes a crashed attempt with the same identity and inputs in its
+    partial directory. `command` (what writes the stage, a template: `qslaw-pipe calibrate --run-dir
+    {run_dir}`) is recorded for the fixes messages name. One process at a time per stage and run directory.
     """
-    run_dir = Path(run_dir)
+    if dataclasses.is_dataclass(config):
+        identity = identity_of(config) if identity is None else identity
+        earlier = getattr(type(config), "EARLIER", {}) if earlier is None else earlier
+        config = config_to_dict(config)
+    run_dir, identity_, earlier = Path(run_dir), config if identity is None else identity, dict(earlier or {})
+    final = stage_dir(run_dir, stage)
+    redo = _redo({"command": command}, final)
     if not force:  # reuse needs no write, nor the lock: a read-only run directory reuses its stages
         with contextlib.suppress(DamagedArtifact):
-            reused = _reusable(run_dir, stage, config, hash_inputs(inputs, run_dir))
+            hashes, _ = hash_inputs(inputs, run_dir, model_input)
+            reused = _reusable(final, identity_, earlier, hashes, redo)
             if reused is not None:
                 return StageResult(reused, reused=True)
     run_dir = _make_run_dir(run_dir)
     with stage_lock(run_dir, stage):
-        hashes = hash_inputs(inputs, run_dir)
-        final = stage_dir(run_dir, stage)
+        hashes, upstream = hash_inputs(inputs, run_dir, model_input)
         if not force:
             try:
-                reused = _reusable(run_dir, stage, config, hashes)
+                reused = _reusable(final, identity_, earlier, hashes, redo)
             except DamagedArtifact as e:
                 print(f"note: {e.problem}; rebuilding {final}", file=sys.stderr)
             else:
                 if reused is not None:
                     return StageResult(reused, reused=True)
         partial = partial_dir(run_dir, stage)
-        key = {
-            "stage": stage,
-            "config": _identity_config(config),
-            "inputs": {k: v["sha256"] for k, v in hashes.items()},
-        }
+        key = {"stage": stage, "config": identity_, "inputs": {k: v["sha256"] for k, v in hashes.items()}}
         resuming = _prepare_partial(partial, key, fresh=force)
         start = time.perf_counter()
-        metrics = work(partial, resuming)
+        metrics = work(partial, resuming, upstream)
         manifest = {
             "format_version": FORMAT_VERSION,
             "stage": stage,
+            "command": command,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config,
             "inputs": hashes,

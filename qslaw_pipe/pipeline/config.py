@@ -92,3 +92,11 @@ def config_to_dict(cfg: Any) -> dict:
         return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def identity_of(cfg: Any) -> dict:
+    """The fields of config dataclass `cfg` that decide what its stage's artifact is: all of them but those
+    the class names in `PLACEMENT` (where and how it computed, which give the same values: a run calibrated on
+    a GPU is reused on a CPU; input locations, which are checked by content among the inputs)."""
+    placement = getattr(type(cfg), "PLACEMENT", ())
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in placement}

@@ -11,27 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.pipeline.placement import check_device, check_dtype
 
-DEVICES_HELP = "auto (CUDA when there is one), cpu, cuda or cuda:N"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_device(spec: str) -> None:
-    """Validate a --device value without touching the hardware."""
-    base, colon, index = spec.partition(":")
-    if base not in ("auto", "cpu", "cuda") or (colon and (base != "cuda" or not index.isdigit())):
-        raise QslawError(f"invalid --device {spec}", f"use {DEVICES_HELP}")
-
-
-def check_dtype(spec: str) -> None:
-    if spec != "auto" and spec not in DTYPES:
-        raise QslawError(f"invalid --dtype {spec}", f"use auto or one of {', '.join(DTYPES)}")
-
-
-def check_placement(device: str, dtype: str) -> None:
-    """Validate a config's --device and --dtype."""
-    check_device(device)
-    check_dtype(dtype)
 
 
 @dataclass(frozen=True)

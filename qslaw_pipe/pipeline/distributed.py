@@ -153,18 +153,22 @@ def shard(items: list, r: int | None = None, n: int | None = None) -> list:
     return items[r::n]
 
 
-def run_ranked(stage_call: Callable, work: Callable[[Path, bool], dict]):
+def run_ranked(stage_call: Callable, work: Callable[[Path, bool, dict], dict]):
     """Run a stage on every rank: rank 0 calls `stage_call(work0)` (the run-directory contract: reuse,
-    resume, seal), which hands the others the partial directory it works in; they run `work` there and
-    write nothing. Returns rank 0's StageResult on rank 0 and None elsewhere. Single-process: stage_call(work)."""
+    resume, seal), which hands the others the partial directory it works in and the upstream artifacts it
+    verified; they run `work` there and write nothing. Returns rank 0's StageResult on rank 0 and None
+    elsewhere. Single-process: stage_call(work)."""
     if not active():
         return stage_call(work)
+    from qslaw_pipe.pipeline.artifact import Artifact
+
     if is_main():
         told = []
 
-        def work0(out: Path, resuming: bool) -> dict:
-            told.append(from_main({"out": str(out), "resuming": resuming}))
-            return work(out, resuming)
+        def work0(out: Path, resuming: bool, upstream: dict) -> dict:
+            shared = {k: {"path": str(a.path), "manifest": a.manifest} for k, a in upstream.items()}
+            told.append(from_main({"out": str(out), "resuming": resuming, "upstream": shared}))
+            return work(out, resuming, upstream)
 
         try:
             result = stage_call(work0)
@@ -181,6 +185,7 @@ def run_ranked(stage_call: Callable, work: Callable[[Path, bool], dict]):
     if "error" in msg:
         raise QslawError(f"rank 0 stopped: {msg['error']}", msg["fix"])
     if "out" in msg:
-        work(Path(msg["out"]), msg["resuming"])
+        upstream = {k: Artifact(Path(v["path"]), v["manifest"]) for k, v in msg["upstream"].items()}
+        work(Path(msg["out"]), msg["resuming"], upstream)
         barrier()
     return None

@@ -10,7 +10,6 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.paths import default_model_dir
 from qslaw_pipe.pipeline.arch import Arch, arch_of
 from qslaw_pipe.pipeline.arch.base import load_processor
 from qslaw_pipe.pipeline.hashing import linked_files
@@ -109,17 +108,6 @@ def load_model_processor(path: Path, arch: Arch):
     if arch.multimodal:
         return load_processor(path)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-
-
-def resolve_model(model: Path | None) -> Path:
-    """`--model` as given, else the default VLM built by `qslaw-pipe prepare`; refuses a non-model dir."""
-    path = Path(model) if model else default_model_dir()
-    if not (path / "config.json").is_file():
-        hint = (
-            "run `qslaw-pipe prepare` first" if model is None else "pass a local Hugging Face model directory"
-        )
-        raise QslawError(f"no model at {path}", hint)
-    return path
 
 
 def recorded_model(artifact) -> Path:

@@ -8,17 +8,20 @@ lm_head). The decoder-block prefix is found from the model's structure, never wr
 
 import re
 from collections.abc import Sequence
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline import modules
+
+if TYPE_CHECKING:
+    from torch import nn
 
 ACTIONS = ("quantize", "skip")
 Rule = tuple[str, str]
 
 
-def default_rules(model: nn.Module) -> list[Rule]:
+def default_rules(model: "nn.Module") -> list[Rule]:
+    from qslaw_pipe.pipeline import modules
+
     prefix = modules.module_name(model, modules.decoder_layers(model))
     return [(f"re:^{re.escape(prefix)}\\.\\d+\\.", "quantize"), ("re:.*", "skip")]
 
@@ -46,8 +49,10 @@ def _matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
-def resolve_targets(model: nn.Module, rules: Sequence[Rule] | None = None) -> dict[str, dict]:
+def resolve_targets(model: "nn.Module", rules: Sequence[Rule] | None = None) -> dict[str, dict]:
     """For every nn.Linear: {"action", "rule"}; user rules first, then the defaults."""
+    from torch import nn
+
     ordered = list(rules or []) + default_rules(model)
     decisions = {}
     for name, module in model.named_modules():

@@ -16,9 +16,6 @@ from qslaw_pipe.pipeline.tensors import load_tensors, save_tensors
 
 TRAINABLE_FILE = "trainable.safetensors"
 SCALE_SUFFIX = ".scale"
-METHODS = ("qslaw", "fp", "qlora", "frozen", "projector")
-QUANTIZED = ("qslaw", "frozen")  # methods that train on the calibrated int-k LM
-FULL_PRECISION = ("fp", "projector")  # methods whose LM stays in fp32 (projector: stage-1 alignment)
 
 
 @dataclass(frozen=True)

@@ -13,22 +13,27 @@ import click
 
 from qslaw_pipe.cli_common import ShownDefault, emit, field_default, json_option, quiet_libraries, user_errors
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.exports.onnx.runtime import OrtVlm, providers
+from qslaw_pipe.paths import default_text_path
 from qslaw_pipe.pipeline.config import config_from_mapping, load_recipe
-from qslaw_pipe.pipeline.data.images import open_image
-from qslaw_pipe.pipeline.data.sets import load_samples
-from qslaw_pipe.pipeline.data.text import default_text_path
 from qslaw_pipe.stages import calibrate, export, fold, prepare, tune
-from qslaw_pipe.stages.evaluate import mcq as eval_mcq
+from qslaw_pipe.stages.evaluate.config import McqConfig
 
 RECIPE = Path(__file__).with_name("run.yaml")
-SECTIONS = {
+SECTIONS = {  # the recipe's sections: the stage configs they build (export: by its format's exporter)
     "calibrate": calibrate.CalibrateConfig,
     "tune": tune.TuneConfig,
     "fold": fold.FoldConfig,
-    "export": export.ExportConfig,
-    "mcq": eval_mcq.McqConfig,
+    "export": None,
+    "mcq": McqConfig,
 }
+
+
+def _section(name: str, data: dict, source: str):
+    if name == "export":
+        return export.export_config(data, source)
+    return config_from_mapping(SECTIONS[name], data, source)
+
+
 # run's flags: (section, key) each sets; --data sets both the training and the test set
 FLAGS = {
     "bits": [("calibrate", "bits")],
@@ -44,11 +49,13 @@ FLAGS = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    calibrate: calibrate.CalibrateConfig
-    tune: tune.TuneConfig
-    fold: fold.FoldConfig
-    export: export.ExportConfig
-    mcq: eval_mcq.McqConfig
+    """One config per stage the main job runs (export: its exporter's Config)."""
+
+    calibrate: object
+    tune: object
+    fold: object
+    export: object
+    mcq: McqConfig
 
 
 def run_config(recipe: Path | None, flags: dict) -> RunConfig:
@@ -69,9 +76,7 @@ def run_config(recipe: Path | None, flags: dict) -> RunConfig:
         for section, key in FLAGS[flag] if value is not None else ():
             data[section][key] = value
     data["tune"].setdefault("warmup_steps", max(1, data["tune"].get("steps", tune.TuneConfig.steps) // 4))
-    return RunConfig(
-        **{n: config_from_mapping(cls, data[n], f"{source} [{n}]") for n, cls in SECTIONS.items()}
-    )
+    return RunConfig(**{n: _section(n, data[n], f"{source} [{n}]") for n in SECTIONS})
 
 
 def recipe_value(flag: str) -> str:
@@ -80,16 +85,9 @@ def recipe_value(flag: str) -> str:
     return str((load_recipe(RECIPE).get(section) or {}).get(key, field_default(SECTIONS[section], key)))
 
 
-def deployment_export(cfg: export.ExportConfig, device: str) -> export.ExportConfig:
-    """The export `run` deploys: where onnxruntime will run the decoder on a GPU (CUDA EP, device auto / cuda),
-    the fp16 decoder for the ops that read fp16 activations, unless the recipe chose a precision other than fp32."""
-    on_gpu = providers(device.split(":")[0])[0] == "CUDAExecutionProvider"
-    if on_gpu and cfg.format == "onnx" and cfg.precision == "fp32" and cfg.int4_op in ("matmulnbits", "qdq"):
-        return replace(cfg, precision="fp16")
-    return cfg
-
-
 def demo_sample(data: str):
+    from qslaw_pipe.pipeline.data.sets import load_samples
+
     return next(s for s in load_samples(data, "test") if s.image is not None)
 
 
@@ -140,6 +138,10 @@ def command(run_dir, model, text, recipe, as_json, **flags) -> None:
     Every stage reuses a finished artifact; each can also be run alone (see `qslaw-pipe --help`).
     """
     quiet_libraries()
+    from qslaw_pipe.exports.onnx.runtime import OrtVlm
+    from qslaw_pipe.pipeline.data.images import open_image
+    from qslaw_pipe.stages.evaluate import mcq as eval_mcq
+
     flags["bits"] = int(flags["bits"]) if flags["bits"] else None
     cfg = run_config(recipe, flags)
     eval_mcq.mcq_samples(
@@ -159,7 +161,7 @@ def command(run_dir, model, text, recipe, as_json, **flags) -> None:
     _step(
         4, "fold", f"{folded.path} (int4 Linears {folded.metrics['quantized_ratio']:.2f}x their fp16 bytes)"
     )
-    deployed = deployment_export(cfg.export, cfg.mcq.device)
+    deployed = cfg.export.deployed(cfg.mcq.device)
     onnx = export.run(deployed, run_dir).artifact
     _step(5, "export", f"{onnx.path} ({deployed.int4_op} int4, {deployed.precision} decoder, onnxruntime)")
     mcq = eval_mcq.run_mcq(replace(cfg.mcq, onnx=str(onnx.path)), run_dir).artifact.metrics

@@ -46,32 +46,3 @@ def token_chunks(tokenizer, text: str, seqlen: int, limit: int | None = None) ->
             f"text has {ids.numel()} tokens, fewer than one {seqlen}-token chunk", "use a smaller --seqlen"
         )
     return ids[: n * seqlen].view(n, seqlen).clone()
-
-
-def default_text_path() -> Path:
-    """WikiText-2 raw test text: $QSLAW_TEXT, else ../shared/data/wikitext-2-raw/wiki.test.raw beside the
-    checkout, else Python's own English prose (pydoc topics) written once to the cache as a fallback."""
-    import os
-
-    if env := os.environ.get("QSLAW_TEXT"):
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    for base in (Path.cwd(), repo):
-        cand = base.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
-        if cand.is_file():
-            return cand
-    return _pydoc_fallback()
-
-
-def _pydoc_fallback() -> Path:
-    from pydoc_data.topics import topics
-
-    from qslaw_pipe.paths import cache_root
-
-    path = cache_root() / "text" / "pydoc-topics.txt"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(topics[k] for k in sorted(topics)), encoding="utf-8")
-        tmp.rename(path)
-    return path

@@ -1,15 +1,18 @@
-"""Stage `calibrate`: int-k qparams of the language model (OmniQuant, or RTN).
+"""Stage `calibrate`: int-k qparams of the language model, by a calibrator (calibrators.py).
 
-config.py     CalibrateConfig (every flag and recipe key)
-batches.py    calibration sequences: WikiText chunks, or chunks led by an image sample (hybrid)
-capture.py    what the first decoder block receives; one block run on cached inputs
-omniquant.py  learnable weight clipping, block by block, resumable per block
-stage.py      run(cfg, run_dir, model_dir, text) -> R/calibrate/
-command.py    `qslaw-pipe calibrate`
+calibrators.py  the calibrators' registry (one row each)
+omniquant.py    OmniQuant: learnable weight clipping, block by block, resumable per block
+qvlm.py         Q-VLM: the same on blocks of layers cut where the input entropy is high
+rtn.py          min-max round-to-nearest
+plot.py         entropy.png (qvlm)
+config.py       CalibrateConfig (every flag and recipe key)
+batches.py      calibration sequences: WikiText chunks, or chunks led by an image sample (hybrid)
+capture.py      what the first decoder block receives; one block run on cached inputs
+stage.py        run(cfg, run_dir, model_dir, text) -> R/calibrate/
+command.py      `qslaw-pipe calibrate`
 """
 
-from qslaw_pipe.stages.calibrate.command import command
-from qslaw_pipe.stages.calibrate.config import CalibrateConfig
-from qslaw_pipe.stages.calibrate.stage import run
+from qslaw_pipe.lazy import lazy_exports
 
+__getattr__ = lazy_exports(__name__, {"command": "command", "CalibrateConfig": "config", "run": "stage"})
 __all__ = ["CalibrateConfig", "command", "run"]

@@ -3,11 +3,10 @@
 import click
 
 from qslaw_pipe import cli_common as cli
+from qslaw_pipe.paths import default_text_path, resolve_model
 from qslaw_pipe.pipeline.config import merge_recipe
-from qslaw_pipe.pipeline.data.text import default_text_path
-from qslaw_pipe.pipeline.model import resolve_model
-from qslaw_pipe.stages.calibrate.config import CALIBS, METHODS, CalibrateConfig
-from qslaw_pipe.stages.calibrate.stage import run
+from qslaw_pipe.stages.calibrate.calibrators import CALIBRATORS
+from qslaw_pipe.stages.calibrate.config import CALIBS, CalibrateConfig
 
 C = CalibrateConfig
 
@@ -30,9 +29,8 @@ def _group(value: str) -> int:
 @cli.field_option(
     C,
     "method",
-    "omniquant: learned clipping, one decoder layer at a time; qvlm: the same on blocks of consecutive layers "
-    "cut where the input entropy is high (Q-VLM); rtn: min-max.",
-    type=click.Choice(METHODS),
+    "; ".join(f"{c.name}: {c.help}" for c in CALIBRATORS.values()) + ".",
+    type=click.Choice(list(CALIBRATORS)),
 )
 @cli.field_option(
     C,
@@ -71,6 +69,8 @@ def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rule
     Data parallel: `qslaw-pipe calibrate --nproc N ...`, or `torchrun --nproc-per-node N -m qslaw_pipe calibrate ...`."""
     cli.relaunch_under_torchrun(nproc)
     cli.quiet_libraries()
+    from qslaw_pipe.stages.calibrate.stage import run
+
     flags.update(
         bits=int(bits) if bits else None,
         group_size=_group(group_size) if group_size else None,

@@ -2,20 +2,23 @@
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.device import check_placement
+from qslaw_pipe.pipeline.placement import check_placement
 from qslaw_pipe.pipeline.targeting import parse_rule
+from qslaw_pipe.stages.calibrate.calibrators import CALIBRATORS
 
 BITS = (2, 3, 4, 8)
 GROUPS = (32, 64, 128, -1)
-METHODS = ("omniquant", "qvlm", "rtn")
 CALIBS = ("text", "hybrid")
 
 
 @dataclass(frozen=True)
 class CalibrateConfig:
     """group_size -1 means per-channel (one group spanning all inputs)."""
+
+    PLACEMENT: ClassVar[tuple[str, ...]] = ("device",)
 
     bits: int = 4
     group_size: int = 128
@@ -38,7 +41,7 @@ class CalibrateConfig:
         checks = [
             (self.bits in BITS, f"--bits {self.bits}", f"use one of {BITS}"),
             (self.group_size in GROUPS, f"--group-size {self.group_size}", "use 32, 64, 128 or per-channel"),
-            (self.method in METHODS, f"--method {self.method}", f"use one of {METHODS}"),
+            (self.method in CALIBRATORS, f"--method {self.method}", f"use one of {', '.join(CALIBRATORS)}"),
             (self.calib in CALIBS, f"--calib {self.calib}", f"use one of {CALIBS}"),
             (
                 self.nsamples > 0 and self.seqlen > 1 and self.epochs >= 0,

@@ -27,6 +27,7 @@ from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.device import Compute, resolve
+from qslaw_pipe.pipeline.qparams import Calibration, LayerQParams
 from qslaw_pipe.pipeline.tensors import DamagedFile, load_tensors, save_tensors
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
 from qslaw_pipe.stages.calibrate.capture import capture_block_inputs, run_block
@@ -275,3 +276,17 @@ def _check_resumable(resume_dir: Path, state_path: Path) -> None:
             f"{resume_dir} holds an interrupted calibration of another number of processes ({states[0]})",
             "resume with that number of processes (--nproc), or pass --force to start over",
         )
+
+
+def as_calibration(results: dict, group_sizes: dict, cfg, method: str) -> Calibration:
+    """The record of OmniQuant-style results {layer: (delta, zero_point, lwc_upper, lwc_lower)}."""
+    layers = {
+        t: LayerQParams(d, z, cfg.bits, group_sizes[t], {"lwc_upper": up, "lwc_lower": lo})
+        for t, (d, z, up, lo) in results.items()
+    }
+    return Calibration(layers, method, cfg.bits)
+
+
+def calibrate(lm, targets, group_sizes, cfg, text_path, out, bar=True, compute=None):
+    results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar, compute)
+    return as_calibration(results, group_sizes, cfg, "omniquant"), {"blocks": losses}

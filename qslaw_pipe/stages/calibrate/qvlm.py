@@ -43,7 +43,8 @@ from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig
-from qslaw_pipe.stages.calibrate.omniquant import omniquant
+from qslaw_pipe.stages.calibrate.omniquant import as_calibration, omniquant
+from qslaw_pipe.stages.calibrate.plot import plot_entropy
 
 PARTITION = "partition.json"
 
@@ -118,3 +119,11 @@ def qvlm(
     spans = [tuple(s) for s in info["spans"]]
     results, losses = omniquant(lm, targets, cfg, text_path, resume_dir, bar, compute, spans, batches)
     return results, losses, info
+
+
+def calibrate(lm, targets, group_sizes, cfg, text_path, out, bar=True, compute=None):
+    results, losses, info = qvlm(lm, targets, cfg, text_path, out / "resume", bar, compute)
+    if distributed.is_main():
+        plot_entropy(info["entropies"], info["spans"], losses, out / "entropy.png")
+    record = as_calibration(results, group_sizes, cfg, "qvlm")
+    return record, {"blocks": losses, "entropies": info["entropies"], "partition": info["spans"]}

@@ -1,8 +1,6 @@
-"""Stage `calibrate`: int-k qparams (delta, zero point per group) for the LM's targeted Linears.
-
-omniquant: learnable clipping, block-wise reconstruction (omniquant.py); qvlm: the same on blocks of
-consecutive layers chosen by activation entropy, with entropy.png (qvlm.py); rtn: min-max round-to-nearest,
-in the same artifact format: `R/calibrate/qparams.safetensors` (pipeline/qparams.py) and targets.json.
+"""Stage `calibrate`: int-k qparams (delta, zero point per group) for the LM's targeted Linears, by the
+calibrator --method names (calibrators.py: omniquant, qvlm, rtn, ...), in one artifact format:
+`R/calibrate/qparams.safetensors` (pipeline/qparams.py, the Calibration record) and targets.json.
 Under torchrun (`calibrate --nproc N`) the calibration samples are split over the ranks (omniquant.py) and
 rank 0 writes the artifact.
 """
@@ -14,22 +12,21 @@ import time
 from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.kernels.quant import rtn_qparams
 from qslaw_pipe.pipeline import distributed
 from qslaw_pipe.pipeline.artifact import StageResult, identity, run_stage
-from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.qparams import write_qparams
+from qslaw_pipe.pipeline.qparams import write_calibration
 from qslaw_pipe.pipeline.targeting import parse_rule, quantized_names, resolve_targets
+from qslaw_pipe.stages.calibrate.calibrators import calibrator
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
-from qslaw_pipe.stages.calibrate.omniquant import omniquant
-from qslaw_pipe.stages.calibrate.plot import plot_entropy
-from qslaw_pipe.stages.calibrate.qvlm import qvlm
+
+COMMAND = "qslaw-pipe calibrate --run-dir {run_dir}"
 
 
 def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path, bar: bool = True) -> dict:
-    """Compute qparams for every targeted Linear and write `out/qparams.safetensors`; returns metrics."""
+    """Compute qparams for every targeted Linear with the configured calibrator (calibrators.py) and write
+    `out/qparams.safetensors`; returns metrics."""
     start = time.perf_counter()
     compute = resolve(cfg.device, cfg.dtype)
     compute = dataclasses.replace(compute, device=distributed.init(compute.device))
@@ -41,37 +38,20 @@ def calibrate(model_dir: Path, text_path: Path, cfg: CalibrateConfig, out: Path,
         raise QslawError("the targeting rules select no Linear layer", "check --rule patterns")
     named = dict(lm.model.named_modules())
     group_sizes = {t: layer_group_size(cfg, named[t].in_features) for t in targets}
-    tensors, losses, extra = {}, [], {}
-    if cfg.method == "rtn":
-        for t in targets:
-            tensors[f"{t}.delta"], tensors[f"{t}.zero_point"] = rtn_qparams(
-                named[t].weight.detach(), cfg.bits, group_sizes[t]
-            )
-    else:
-        if cfg.method == "qvlm":
-            results, losses, info = qvlm(lm, targets, cfg, text_path, out / "resume", bar, compute)
-            extra = {"entropies": info["entropies"], "partition": info["spans"]}
-            if distributed.is_main():
-                plot_entropy(info["entropies"], info["spans"], losses, out / "entropy.png")
-        else:
-            results, losses = omniquant(lm, targets, cfg, text_path, out / "resume", bar, compute)
-        for t, (d, z, up, lo) in results.items():
-            tensors.update(
-                {f"{t}.delta": d, f"{t}.zero_point": z, f"{t}.lwc_upper": up, f"{t}.lwc_lower": lo}
-            )
+    impl = calibrator(cfg.method).impl()
+    record, measured = impl.calibrate(lm, targets, group_sizes, cfg, text_path, out, bar, compute)
     if distributed.is_main():
-        write_qparams(out, tensors, cfg.bits, group_sizes, cfg.method)
+        write_calibration(out, record)
         (out / "targets.json").write_text(json.dumps(decisions, indent=1))
         if (out / "resume").exists():
             shutil.rmtree(out / "resume")
     return {
         "layers": len(targets),
-        "blocks": losses,
         "calibration_s": round(time.perf_counter() - start, 2),
         **compute.record(),
         "peak_gpu_mb": compute.peak_memory_mb(),
         "world_size": distributed.world(),
-        **extra,
+        **measured,
     }
 
 
@@ -83,12 +63,20 @@ def run(
     share of the samples; rank 0 returns the StageResult, the others None."""
     inputs = {"model": model_dir, "text": text_path}
     distributed.init(resolve(cfg.device, cfg.dtype).device)
-    if cfg.method == "omniquant" and cfg.nsamples < distributed.world():
+    if calibrator(cfg.method).samples and cfg.nsamples < distributed.world():
         raise QslawError(
             f"--nsamples {cfg.nsamples} is smaller than the {distributed.world()} ranks",
             "use at least one calibration sample per process",
         )
     return distributed.run_ranked(
-        lambda work: run_stage(run_dir, "calibrate", config_to_dict(cfg), inputs, work, force=force),
-        lambda out, _resuming: calibrate(model_dir, text_path, cfg, out, bar and distributed.is_main()),
+        lambda work: run_stage(
+            run_dir,
+            "calibrate",
+            cfg,
+            inputs,
+            work,
+            command=COMMAND,
+            force=force,
+        ),
+        lambda out, _resuming, _up: calibrate(model_dir, text_path, cfg, out, bar and distributed.is_main()),
     )

@@ -6,20 +6,14 @@ mcq.py          multiple-choice accuracy of tuned runs (PyTorch or onnxruntime),
 answers.py      batched greedy answers of a PyTorch VLM
 scoring.py      the answer letter parsed from an output; accuracy overall and per category
 tuned_model.py  a finished tune run as a plain PyTorch model, from the artifacts alone
-generate.py     `qslaw-pipe generate`: one answer about an image (PyTorch dir or ONNX export)
+generate.py     one answer about an image from a PyTorch model
+config.py       GenerateConfig, McqConfig, PplConfig
+command.py      `qslaw-pipe generate`, `eval mcq`, `eval ppl` (one answer from a PyTorch dir or an ONNX export)
 """
 
-import click
+from qslaw_pipe.lazy import lazy_exports
 
-from qslaw_pipe.stages.evaluate import generate, mcq, ppl
-
-
-@click.group("eval")
-def group() -> None:
-    """Evaluate a run: `ppl` (held-out WikiText perplexity), `mcq` (multiple-choice accuracy)."""
-
-
-group.add_command(ppl.command)
-group.add_command(mcq.command)
-
+__getattr__ = lazy_exports(
+    __name__, {"generate": "generate", "mcq": "mcq", "ppl": "ppl", "group": "command", "config": "config"}
+)
 __all__ = ["generate", "group", "mcq", "ppl"]

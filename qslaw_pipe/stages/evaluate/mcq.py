@@ -7,13 +7,10 @@ when the same evaluation was done before.
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
-import click
 from tqdm import tqdm
 
-from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline.artifact import (
     StageResult,
@@ -23,36 +20,13 @@ from qslaw_pipe.pipeline.artifact import (
     run_stage,
     stage_dir,
 )
-from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
 from qslaw_pipe.pipeline.data.images import open_image
 from qslaw_pipe.pipeline.data.sets import load_samples
-from qslaw_pipe.pipeline.device import check_placement, resolve
+from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.stages.evaluate.answers import greedy_answers
+from qslaw_pipe.stages.evaluate.config import McqConfig
 from qslaw_pipe.stages.evaluate.scoring import score
 from qslaw_pipe.stages.evaluate.tuned_model import load_tuned
-
-
-@dataclass(frozen=True)
-class McqConfig:
-    """limit: questions scored (a seeded random subset; 0 = all). onnx: score that export directory
-    (written by `export --format onnx`) in onnxruntime instead of the PyTorch model."""
-
-    data: str = "easyvqa"
-    split: str = "test"
-    limit: int = 500
-    batch_size: int = 16
-    max_new_tokens: int = 4
-    seed: int = 0
-    onnx: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def __post_init__(self):
-        check_placement(self.device, self.dtype)
-        if self.limit < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise QslawError(
-                "invalid --limit/--batch-size/--max-new-tokens", "use limit >= 0 and positive sizes"
-            )
 
 
 def mcq_samples(cfg: McqConfig) -> list:
@@ -80,8 +54,10 @@ def onnx_answers(
     return outputs
 
 
-def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> dict:
-    tune = read_artifact(run_dir, "tune")
+def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, upstream: dict, bar: bool = True) -> dict:
+    """Score R/tune's model (or, with cfg.onnx, its export) on the test questions; `upstream`: the verified
+    tune (and calibrate, export) artifacts."""
+    tune = upstream["tune"]
     samples = mcq_samples(cfg)
     runtime = f"onnxruntime ({Path(cfg.onnx).name})" if cfg.onnx else "pytorch"
     progress = tqdm(total=len(samples), desc=f"eval mcq {tune.config['method']} {runtime}", disable=not bar)
@@ -89,7 +65,7 @@ def evaluate_mcq(run_dir: Path, cfg: McqConfig, out: Path, bar: bool = True) -> 
         outputs = onnx_answers(Path(cfg.onnx), samples, cfg.max_new_tokens, progress, cfg.device)
     else:
         compute = resolve(cfg.device, cfg.dtype)
-        lm, _ = load_tuned(run_dir, compute)
+        lm, _ = load_tuned(run_dir, compute, upstream)
         outputs = []
         for group in (True, False):
             part = [s for s in samples if (s.image is not None) == group]
@@ -121,16 +97,20 @@ def this_runs_export(path: Path, run_dir: Path):
 
 
 def run_mcq(cfg: McqConfig, run_dir: Path, force: bool = False, bar: bool = True) -> StageResult:
-    read_artifact(run_dir, "tune")
-    inputs = {"tune": stage_dir(run_dir, "tune")}
+    tune = read_artifact(run_dir, "tune", command="qslaw-pipe tune --run-dir {run_dir}")
+    inputs = {"tune": tune.path}
+    if "calibrate" in tune.manifest["inputs"]:  # a quantized method: its qparams rebuild the tuned model
+        inputs["calibrate"] = stage_dir(run_dir, "calibrate")
     if cfg.onnx:
         inputs["onnx"] = this_runs_export(Path(cfg.onnx), run_dir).path
+    stage = f"eval-mcq-{Path(cfg.onnx).name}" if cfg.onnx else "eval-mcq"
     return run_stage(
         run_dir,
-        f"eval-mcq-{Path(cfg.onnx).name}" if cfg.onnx else "eval-mcq",
-        config_to_dict(cfg),
+        stage,
+        cfg,
         inputs,
-        lambda out, _r: evaluate_mcq(run_dir, cfg, out, bar),
+        lambda out, _resuming, upstream: evaluate_mcq(run_dir, cfg, out, upstream, bar),
+        command="qslaw-pipe eval mcq --run-dir {run_dir}",
         force=force,
         model_input=None,
     )
@@ -162,39 +142,3 @@ def table(results: list[tuple[Path, dict]]) -> str:
         cells = "  ".join(f"{'-' if a is None else f'{100 * a:.1f}%':>{width}}" for a in accs)
         lines.append(f"{name:<24}{n:>6}  {cells}")
     return "\n".join(lines)
-
-
-C = McqConfig
-
-
-@click.command("mcq")
-@click.option(
-    "--run-dir", type=click.Path(path_type=Path), required=True, help="Run directory with a finished tune/."
-)
-@click.option(
-    "--baseline",
-    "baselines",
-    type=click.Path(path_type=Path),
-    multiple=True,
-    help="Another tuned run directory to score on the same questions (repeatable).",
-)
-@cli.field_option(C, "data", "easyvqa, or a ScienceQA directory.")
-@cli.field_option(C, "split", "Split of --data to score.")
-@cli.field_option(C, "limit", "Questions scored (seeded subset; 0 = all).")
-@cli.field_option(C, "batch_size", "Questions per generate call (PyTorch).")
-@cli.field_option(C, "max_new_tokens", "Tokens generated per answer.")
-@cli.field_option(C, "seed", "Seed of the question subset and of easy-VQA's options.")
-@cli.field_option(
-    C,
-    "onnx",
-    "Score this export directory (written by `export --format onnx`) in onnxruntime instead.",
-    type=click.Path(exists=True, file_okay=False),
-)
-@cli.compute_options(C)
-@cli.stage_options
-def command(run_dir, baselines, recipe, force, as_json, **flags) -> None:
-    """Multiple-choice accuracy of RUN_DIR's tuned model (and of each --baseline run), side by side."""
-    cli.quiet_libraries()
-    cfg = merge_recipe(McqConfig, recipe, flags)
-    results = [(Path(r), run_mcq(cfg, Path(r), force).artifact.metrics) for r in (run_dir, *baselines)]
-    cli.emit({str(r): m for r, m in results}, as_json, table(results))

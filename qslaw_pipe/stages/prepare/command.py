@@ -4,7 +4,7 @@ import click
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.pipeline.config import merge_recipe
-from qslaw_pipe.stages.prepare.stage import PrepareConfig, run
+from qslaw_pipe.stages.prepare.config import PrepareConfig
 
 
 @click.command("prepare")
@@ -19,6 +19,8 @@ from qslaw_pipe.stages.prepare.stage import PrepareConfig, run
 def command(recipe, force: bool, as_json: bool, **flags) -> None:
     """Build the default VLM (SmolLM2-135M + DINOv2-S) offline into the cache; instant when already built."""
     cli.quiet_libraries()
+    from qslaw_pipe.stages.prepare.stage import run
+
     result = run(merge_recipe(PrepareConfig, recipe, flags), force)
     verb = "reused" if result.reused else "built"
     cli.emit(

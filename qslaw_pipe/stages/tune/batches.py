@@ -24,17 +24,6 @@ from qslaw_pipe.pipeline.prompt import chat_prompt
 IGNORE = -100
 
 
-def parse_mix(ratio: str) -> tuple[int, int]:
-    """'1:1' -> (1, 1): multimodal parts to text parts."""
-    try:
-        mm, text = (int(p) for p in ratio.split(":"))
-    except ValueError as e:
-        raise QslawError(f"invalid --mix-ratio '{ratio}'", "write MM:TEXT with integers, e.g. 1:1") from e
-    if mm <= 0 or text < 0:
-        raise QslawError(f"invalid --mix-ratio '{ratio}'", "MM must be positive and TEXT non-negative")
-    return mm, text
-
-
 def modalities(step: int, batch_size: int, warmup_steps: int, mix: tuple[int, int]) -> list[str]:
     """The modality of each slot of step `step`'s batch."""
     mm, text = mix

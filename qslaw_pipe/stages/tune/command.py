@@ -3,12 +3,10 @@
 import click
 
 from qslaw_pipe import cli_common as cli
+from qslaw_pipe.paths import default_text_path, resolve_model
 from qslaw_pipe.pipeline.config import merge_recipe
-from qslaw_pipe.pipeline.data.text import default_text_path
-from qslaw_pipe.pipeline.model import resolve_model
-from qslaw_pipe.pipeline.tuned import METHODS
+from qslaw_pipe.pipeline.methods import METHODS
 from qslaw_pipe.stages.tune.config import BACKWARD_WEIGHTS, DEFAULT_LR, TuneConfig
-from qslaw_pipe.stages.tune.stage import run
 
 C = TuneConfig
 LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
@@ -20,9 +18,8 @@ LM_LR = " / ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 @cli.field_option(
     C,
     "method",
-    "qslaw: learn group scales + projector; fp: full LM + projector; qlora: NF4 + LoRA + projector; "
-    "frozen: projector only on the quantized LM.",
-    type=click.Choice(METHODS),
+    "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + ".",
+    type=click.Choice(list(METHODS)),
 )
 @cli.field_option(C, "data", "Multimodal training set: easyvqa, or a ScienceQA / LLaVA-JSON path.")
 @cli.field_option(
@@ -73,6 +70,8 @@ def command(run_dir, model, recipe, force, as_json, text, no_warmup, mm_only, np
     Data parallel: `qslaw-pipe tune --nproc N ...`, or `torchrun --nproc-per-node N -m qslaw_pipe tune ...`."""
     cli.relaunch_under_torchrun(nproc)
     cli.quiet_libraries()
+    from qslaw_pipe.stages.tune.stage import run
+
     if no_warmup:
         flags["warmup_steps"] = 0
     if mm_only:

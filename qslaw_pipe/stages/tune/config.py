@@ -2,15 +2,26 @@
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.pipeline.device import check_placement
-from qslaw_pipe.pipeline.tuned import METHODS
-from qslaw_pipe.stages.tune.batches import parse_mix
+from qslaw_pipe.pipeline.methods import METHODS
+from qslaw_pipe.pipeline.placement import check_placement
 
 BACKWARD_WEIGHTS = ("auto", "keep", "rebuild")
 TEXT_DATA = "text"  # --data text: the scales learn on the text corpus alone (text-only LMs)
-DEFAULT_LR = {"qslaw": 5e-3, "frozen": 0.0, "fp": 2e-5, "qlora": 2e-4, "projector": 0.0}
+DEFAULT_LR = {name: m.lm_lr for name, m in METHODS.items()}
+
+
+def parse_mix(ratio: str) -> tuple[int, int]:
+    """'1:1' -> (1, 1): multimodal parts to text parts."""
+    try:
+        mm, text = (int(p) for p in ratio.split(":"))
+    except ValueError as e:
+        raise QslawError(f"invalid --mix-ratio '{ratio}'", "write MM:TEXT with integers, e.g. 1:1") from e
+    if mm <= 0 or text < 0:
+        raise QslawError(f"invalid --mix-ratio '{ratio}'", "MM must be positive and TEXT non-negative")
+    return mm, text
 
 
 @dataclass(frozen=True)
@@ -18,6 +29,14 @@ class TuneConfig:
     """lm_lr: scales (qslaw), LM weights (fp) or LoRA (qlora); None takes the method's default.
     data: a multimodal set (easyvqa, a ScienceQA directory, LLaVA JSON) mixed with the text corpus after
     the warmup, or `text` (the corpus alone: how a text-only LM tunes)."""
+
+    PLACEMENT: ClassVar[tuple[str, ...]] = (
+        "device",
+        "compile",
+        "grad_checkpoint",
+        "backward_weights",
+        "shard",
+    )
 
     method: str = "qslaw"
     data: str = "easyvqa"

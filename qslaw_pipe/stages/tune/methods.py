@@ -1,12 +1,6 @@
-"""What each tuning method trains, on one LLaVA-style model, in place.
-
-  qslaw   calibrated int-k LM as QslawLinear (trainable per-group scales) + projector
-  frozen  the same quantized LM with scales fixed at 1 + projector (projector-only baseline)
-  fp      full-precision LM (all its weights) + projector, as LLaVA fine-tunes
-  qlora   LM Linears in NF4 with double quantization (bitsandbytes) + LoRA on them + projector
-  projector  the full-precision LM frozen, projector only (LLaVA's stage-1 alignment: `qslaw-pipe align`)
-
-The vision tower is frozen in every method; frozen weights get no gradient buffers.
+"""A loaded model turned into a tuning method's trainable form (the methods: pipeline/methods/, one file
+each). Every method trains the projector; the vision tower is frozen in all of them, and frozen weights get
+no gradient buffers.
 """
 
 from pathlib import Path
@@ -14,46 +8,35 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.artifact import Artifact
 from qslaw_pipe.pipeline.device import Compute, resolve
+from qslaw_pipe.pipeline.methods import method
 from qslaw_pipe.pipeline.model import LoadedModel, load_model
-from qslaw_pipe.pipeline.qlora import to_qlora
-from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
+from qslaw_pipe.pipeline.qparams import Calibration, load_calibrated
 from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
-from qslaw_pipe.pipeline.tuned import FULL_PRECISION, METHODS, QUANTIZED
-from qslaw_pipe.stages.tune.qslaw_linear import attach_qslaw
 
 
 def prepare_method(
     model: nn.Module,
-    method: str,
+    name: str,
     names: list[str],
-    qparams: dict[str, LayerQParams] | None,
+    calibration: Calibration | None,
     lora_rank: int = 16,
     lora_alpha: int = 32,
     compiled: bool = False,
     compute_dtype: torch.dtype = torch.float32,
     keep: bool = False,
 ) -> None:
-    """Turn `model` into `method`'s trainable form; `names` are the LM Linears the method quantizes.
+    """Turn `model` into method `name`'s trainable form; `names` are the LM Linears the method quantizes.
     Trainable tensors are fp32 (master weights); frozen ones keep the dtype they were loaded in.
     `keep`: quantized layers save their weights from forward for backward (QslawLinear)."""
-    if method not in METHODS:
-        raise QslawError(f"unknown --method {method}", f"use one of {', '.join(METHODS)}")
+    spec = method(name)
     model.requires_grad_(False)
-    if method in QUANTIZED:
-        if qparams is None:
-            raise QslawError(
-                f"--method {method} needs a calibrate artifact", "run `qslaw-pipe calibrate` first"
-            )
-        attach_qslaw(model, {n: qparams[n] for n in names}, method == "qslaw", compiled, keep)
-    elif method == "fp":
-        modules.decoder(model).requires_grad_(True)
-        model.get_output_embeddings().requires_grad_(True)
-    elif method == "qlora":
-        to_qlora(model, names, lora_rank, lora_alpha, compute_dtype)
+    options = dict(
+        lora_rank=lora_rank, lora_alpha=lora_alpha, compiled=compiled, compute_dtype=compute_dtype, keep=keep
+    )
+    spec.impl().prepare(model, spec, names, calibration, options)
     for p in modules.projector_parameters(model).values():
         p.requires_grad_(True)
     for p in model.parameters():
@@ -63,7 +46,7 @@ def prepare_method(
 
 def build_method_model(
     model_dir: Path,
-    method: str,
+    name: str,
     calib: Artifact | None,
     lora_rank: int = 16,
     lora_alpha: int = 32,
@@ -71,15 +54,19 @@ def build_method_model(
     compute: Compute | None = None,
     keep: bool | None = None,
 ) -> LoadedModel:
-    """The base model at `model_dir` on `compute`'s device turned into `method`'s trainable form: frozen
-    weights in the compute dtype (fp trains fp32 master weights under autocast instead). `keep` None:
-    quantized weights kept from forward to backward on the CPU, rebuilt on CUDA (memory)."""
+    """The base model at `model_dir` on `compute`'s device turned into method `name`'s trainable form: frozen
+    weights in the compute dtype (fp trains fp32 master weights under autocast instead), a calibrator's
+    adjusted weights put in first. `keep` None: quantized weights kept from forward to backward on the CPU,
+    rebuilt on CUDA (memory)."""
+    spec = method(name)
     compute = compute or resolve("cpu", "fp32")
-    lm = load_model(model_dir, torch.float32 if method in FULL_PRECISION else compute.dtype, compute.device)
-    qparams = load_qparams(calib) if calib is not None else None
-    names = sorted(qparams) if qparams else quantized_names(resolve_targets(lm.model))
+    lm = load_model(model_dir, torch.float32 if spec.full_precision else compute.dtype, compute.device)
+    calibration = load_calibrated(calib) if calib is not None else None
+    if calibration is not None:
+        calibration.apply(lm.model)
+    names = sorted(calibration.layers) if calibration else quantized_names(resolve_targets(lm.model))
     keep = not compute.cuda if keep is None else keep
-    prepare_method(lm.model, method, names, qparams, lora_rank, lora_alpha, compiled, compute.dtype, keep)
+    prepare_method(lm.model, name, names, calibration, lora_rank, lora_alpha, compiled, compute.dtype, keep)
     return lm
 
 

@@ -22,19 +22,20 @@ import torch
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.pipeline import distributed
 from qslaw_pipe.pipeline.artifact import StageResult, identity, read_artifact, run_stage, stage_dir
-from qslaw_pipe.pipeline.config import config_to_dict
 from qslaw_pipe.pipeline.data.sets import load_train_samples
 from qslaw_pipe.pipeline.data.text import read_text, split_text, token_chunks
 from qslaw_pipe.pipeline.device import resolve
+from qslaw_pipe.pipeline.methods import method
 from qslaw_pipe.pipeline.sysinfo import peak_rss_mb
-from qslaw_pipe.pipeline.tuned import FULL_PRECISION, QUANTIZED, write_tuned
-from qslaw_pipe.stages.tune.batches import StepSampler, parse_mix
-from qslaw_pipe.stages.tune.config import TEXT_DATA, TuneConfig
+from qslaw_pipe.pipeline.tuned import write_tuned
+from qslaw_pipe.stages.tune.batches import StepSampler
+from qslaw_pipe.stages.tune.config import TEXT_DATA, TuneConfig, parse_mix
 from qslaw_pipe.stages.tune.loop import CHECKPOINT, train, write_metrics
 from qslaw_pipe.stages.tune.methods import build_method_model, trainable_state
 from qslaw_pipe.stages.tune.plot import plot_losses
 
 METRICS_FILE = "metrics.csv"
+CALIBRATE = "qslaw-pipe calibrate --run-dir {run_dir}"
 
 
 def tune(
@@ -44,18 +45,16 @@ def tune(
     cfg: TuneConfig,
     out: Path,
     resuming: bool,
+    upstream: dict,
     bar: bool = True,
 ) -> dict:
-    """Train `cfg.method`, write trainable.safetensors, metrics.csv and loss.png into `out`; returns metrics."""
+    """Train `cfg.method`, write trainable.safetensors, metrics.csv and loss.png into `out`; returns metrics.
+    `upstream`: the verified calibrate artifact (quantized methods), made from this model."""
     compute = resolve(cfg.device, cfg.dtype)
     compute = dataclasses.replace(compute, device=distributed.init(compute.device))
     fix = "give every rank the same --model and run directory (a shared file system across nodes)"
     distributed.agree("model", identity(model_dir), fix)
-    calib = (
-        read_artifact(run_dir, "calibrate", model_sha=identity(model_dir))
-        if cfg.method in QUANTIZED
-        else None
-    )
+    calib = upstream.get("calibrate")
     distributed.agree("calibrate artifact", identity(calib.path) if calib else None, fix)
     torch.manual_seed(cfg.seed)
     lm = build_method_model(
@@ -103,7 +102,7 @@ def tune(
         "lm_lr": cfg.resolved_lm_lr,
         **compute.record(),
         "weight_dtype": "float32"
-        if cfg.method in FULL_PRECISION
+        if method(cfg.method).full_precision
         else str(compute.dtype).removeprefix("torch."),
         "peak_gpu_mb": compute.peak_memory_mb(),
         "world_size": distributed.world(),
@@ -142,8 +141,8 @@ def run(
     corpus (reused, refused or resumed under the run-directory contract); `bar` shows progress bars.
     Under torchrun: every rank trains, rank 0 returns the StageResult and the others None."""
     inputs = {"model": model_dir, "text": text_path}
-    if cfg.method in QUANTIZED:
-        read_artifact(run_dir, "calibrate")  # one-line error when it is missing
+    if method(cfg.method).quantized:
+        read_artifact(run_dir, "calibrate", command=CALIBRATE)  # one-line error when it is missing
         inputs["calibrate"] = stage_dir(run_dir, "calibrate")
     distributed.init(resolve(cfg.device, cfg.dtype).device)
     if cfg.shard and not distributed.active():
@@ -153,7 +152,18 @@ def run(
             f"--batch-size {cfg.batch_size} is smaller than the {distributed.world()} ranks",
             "use a batch size of at least the number of processes",
         )
+    command = f"qslaw-pipe {stage} --run-dir {{run_dir}}"
     return distributed.run_ranked(
-        lambda work: run_stage(run_dir, stage, config_to_dict(cfg), inputs, work, force=force),
-        lambda out, resuming: tune(model_dir, run_dir, text_path, cfg, out, resuming, bar),
+        lambda work: run_stage(
+            run_dir,
+            stage,
+            cfg,
+            inputs,
+            work,
+            command=command,
+            force=force,
+        ),
+        lambda out, resuming, upstream: tune(
+            model_dir, run_dir, text_path, cfg, out, resuming, upstream, bar
+        ),
     )

@@ -1,5 +1,5 @@
-"""QLoRA's model form (Dettmers et al., 2023): LM Linears in NF4 with double-quantized statistics
-(bitsandbytes) and LoRA adapters on them (peft). tune trains it; eval rebuilds it to load a tuned run."""
+"""qlora (Dettmers et al., 2023): LM Linears in NF4 with double-quantized statistics (bitsandbytes) and
+LoRA adapters on them (peft). tune trains it; eval rebuilds it to load a tuned run."""
 
 import torch
 from torch import nn
@@ -45,3 +45,23 @@ def to_qlora(
     """NF4 Linears (matmuls in `compute_dtype`) with LoRA adapters (rank, alpha) on the named Linears, in place."""
     to_nf4(model, names, compute_dtype)
     add_lora(model, names, rank, alpha)
+
+
+def prepare(model, method, names, calibration, options) -> None:
+    to_qlora(
+        model,
+        names,
+        options.get("lora_rank", 16),
+        options.get("lora_alpha", 32),
+        options.get("compute_dtype", torch.float32),
+    )
+
+
+def restore(model, method, tuned, calibration, tune_config: dict, compute_dtype) -> None:
+    from qslaw_pipe.pipeline.targeting import quantized_names, resolve_targets
+    from qslaw_pipe.pipeline.tuned import load_parameters
+
+    torch.manual_seed(tune_config["seed"])
+    names = quantized_names(resolve_targets(model))
+    to_qlora(model, names, tune_config["lora_rank"], tune_config["lora_alpha"], compute_dtype)
+    load_parameters(model, tuned.tensors)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from qslaw_pipe.errors import QslawError
-from qslaw_pipe.exports.torchao import block_size, repeat_groups
+from qslaw_pipe.kernels.quant import block_size, repeat_groups
 from qslaw_pipe.pipeline.folded import FoldedModel, read_folded
 from qslaw_pipe.pipeline.model import copy_model_files
 

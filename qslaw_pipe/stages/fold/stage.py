@@ -6,38 +6,22 @@ stage checks this for every layer. Without a tune artifact it folds the calibrat
 Output: `R/fold/` in the layout of pipeline/folded.py.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import torch
 
-from qslaw_pipe import cli_common as cli
 from qslaw_pipe.errors import QslawError
 from qslaw_pipe.kernels.qslaw import dequant_scaled, scaled_codes
 from qslaw_pipe.kernels.quant import from_groups, to_groups
 from qslaw_pipe.pipeline.artifact import StageResult, read_artifact, run_stage, stage_dir
-from qslaw_pipe.pipeline.config import merge_recipe
-from qslaw_pipe.pipeline.device import check_device, resolve
+from qslaw_pipe.pipeline.config import config_to_dict
+from qslaw_pipe.pipeline.device import resolve
 from qslaw_pipe.pipeline.folded import LAYOUT_VERSION, FoldedLayer, FoldedModel, write_folded
+from qslaw_pipe.pipeline.methods import method
 from qslaw_pipe.pipeline.model import copy_model_files, load_model, recorded_model
-from qslaw_pipe.pipeline.qparams import LayerQParams, load_qparams
-from qslaw_pipe.pipeline.tuned import QUANTIZED, load_parameters, read_tuned
-
-SOURCES = ("auto", "calibrate")
-
-
-@dataclass(frozen=True)
-class FoldConfig:
-    """source: 'auto' folds R/tune when present, else R/calibrate; 'calibrate' ignores R/tune."""
-
-    source: str = "auto"
-    device: str = "auto"
-
-    def __post_init__(self):
-        check_device(self.device)
-        if self.source not in SOURCES:
-            raise QslawError(f"invalid --source {self.source}", "use auto or calibrate")
+from qslaw_pipe.pipeline.qparams import LayerQParams, load_calibrated
+from qslaw_pipe.pipeline.tuned import load_parameters, read_tuned
+from qslaw_pipe.stages.fold.config import FoldConfig
 
 
 def fold_layer(
@@ -79,24 +63,24 @@ def other_tensors(model: torch.nn.Module, quantized: set[str]) -> tuple[dict, di
     return tensors, tied
 
 
-def _sources(run_dir: Path, cfg: FoldConfig):
-    calib = read_artifact(run_dir, "calibrate")
-    tune = None
-    if cfg.source == "auto" and (stage_dir(run_dir, "tune") / "manifest.json").is_file():
-        tune = read_artifact(run_dir, "tune")
-        if tune.config["method"] not in QUANTIZED:
-            raise QslawError(
-                f"{tune.path} was tuned with --method {tune.config['method']}, which has no int-k scales to fold",
-                "fold a qslaw or frozen run, or pass --source calibrate",
-            )
-    return calib, tune
+def _tuned_scales(tune) -> None:
+    """Refuse a tune artifact whose method has no int-k scales to fold."""
+    if tune is not None and not method(tune.config["method"]).quantized:
+        raise QslawError(
+            f"{tune.path} was tuned with --method {tune.config['method']}, which has no int-k scales to fold",
+            "fold a qslaw or frozen run, or pass --source calibrate",
+        )
 
 
-def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
-    calib, tune = _sources(run_dir, cfg)
+def fold(cfg: FoldConfig, out: Path, upstream: dict) -> dict:
+    """Fold R/calibrate (and R/tune, when it is an input) from `upstream`, the verified artifacts."""
+    calib, tune = upstream["calibrate"], upstream.get("tune")
+    _tuned_scales(tune)
     model_dir = recorded_model(calib)
     lm = load_model(model_dir)
-    qparams = load_qparams(calib)
+    calibration = load_calibrated(calib)
+    calibration.apply(lm.model)  # a calibrator's adjusted weights, if any: what its codes round from
+    qparams = calibration.layers
     tuned = read_tuned(tune) if tune is not None else None
     if tuned is not None:  # the tuned projector (and anything else trained besides the scales)
         load_parameters(lm.model, tuned.without_scales(qparams))
@@ -109,49 +93,27 @@ def fold(run_dir: Path, cfg: FoldConfig, out: Path) -> dict:
         for name, q in qparams.items()
     }
     tensors, tied = other_tensors(lm.model, set(layers))
-    method = tune.config["method"] if tune else calib.config["method"]
+    made_by = tune.config["method"] if tune else calib.config["method"]
     bits = next(iter(qparams.values())).bits
-    folded = FoldedModel(layers, tensors, tied, bits, "tune" if tune else "calibrate", method)
+    folded = FoldedModel(layers, tensors, tied, bits, "tune" if tune else "calibrate", made_by)
     write_folded(out, folded)
     copy_model_files(model_dir, out)
-    return {**folded.summary(), "source": folded.source, "method": method}
+    return {**folded.summary(), "source": folded.source, "method": made_by}
 
 
 def run(cfg: FoldConfig, run_dir: Path, force: bool = False) -> StageResult:
-    calib = read_artifact(run_dir, "calibrate")
+    calib = read_artifact(run_dir, "calibrate", command="qslaw-pipe calibrate --run-dir {run_dir}")
     inputs = {"calibrate": calib.path, "model": recorded_model(calib)}
     if cfg.source == "auto" and (stage_dir(run_dir, "tune") / "manifest.json").is_file():
         inputs["tune"] = stage_dir(run_dir, "tune")
+    config = {**config_to_dict(cfg), "layout_version": LAYOUT_VERSION}
     return run_stage(
         run_dir,
         "fold",
-        {"source": cfg.source, "device": cfg.device, "layout_version": LAYOUT_VERSION},
+        config,
         inputs,
-        lambda out, _r: fold(run_dir, cfg, out),
+        lambda out, _resuming, upstream: fold(cfg, out, upstream),
+        identity={k: v for k, v in config.items() if k not in FoldConfig.PLACEMENT},
+        command="qslaw-pipe fold --run-dir {run_dir}",
         force=force,
     )
-
-
-@click.command("fold")
-@cli.run_dir_option
-@cli.field_option(
-    FoldConfig,
-    "source",
-    "auto: the tuned scales when RUN_DIR/tune exists, else the calibration alone (s = 1).",
-    type=click.Choice(SOURCES),
-)
-@cli.field_option(
-    FoldConfig, "device", "Where to compute the codes: auto (CUDA when there is one), cpu, cuda, cuda:N."
-)
-@cli.stage_options
-def command(run_dir, recipe, force, as_json, **flags) -> None:
-    """Fold scales into packed int-k codes + delta + zero point -> RUN_DIR/fold/ (exact)."""
-    cli.quiet_libraries()
-    result = run(merge_recipe(FoldConfig, recipe, flags), run_dir, force)
-    m = result.artifact.metrics
-    mib = {k: m[k] / 2**20 for k in ("quantized_bytes", "quantized_fp16_bytes", "artifact_tensor_bytes")}
-    details = (
-        f"\n  quantized Linears: {mib['quantized_bytes']:.1f} MiB vs {mib['quantized_fp16_bytes']:.1f} MiB in fp16 "
-        f"({m['quantized_ratio']:.3f}x); whole artifact {mib['artifact_tensor_bytes']:.1f} MiB"
-    )
-    cli.report(result, as_json, f"{m['layers']} layers from {m['source']}, {m['method']}", details)

@@ -20,17 +20,8 @@ from pathlib import Path
 import torch
 
 from qslaw_pipe.errors import QslawError
+from qslaw_pipe.kernels.quant import block_size, repeat_groups
 from qslaw_pipe.pipeline.folded import folded_transformers, read_folded
-
-
-def block_size(group_size: int, in_features: int) -> int:
-    return math.gcd(group_size, in_features)
-
-
-def repeat_groups(t: torch.Tensor, group_size: int, block: int, in_features: int) -> torch.Tensor:
-    """[out, n_groups] per group -> [out, in / block] per block (each group's value repeated)."""
-    reps = group_size // block
-    return t.repeat_interleave(reps, dim=1)[:, : in_features // block].contiguous()
 
 
 def intx_weight(codes, delta, zp, group_size: int, block: int | None = None):
