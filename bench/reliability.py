@@ -361,9 +361,9 @@ def runs_dir_is_file(w: World) -> str:
 # ---- faults: kill -9 at a seeded point, then resume; two writers ----
 
 
-HEAVY = {  # long enough that a kill at 3-9 s lands inside the stage
-    "calibrate": ["--method", "omniquant", "--epochs", "30", "--nsamples", "8", "--seqlen", "32", "--force"],
-    "tune": ["--steps", "120", "--force"],
+HEAVY = {  # long enough that a kill at 3-9 s (12-16 s under --nproc 2) lands inside the stage on a fast CPU
+    "calibrate": ["--method", "omniquant", "--epochs", "300", "--nsamples", "8", "--seqlen", "32", "--force"],
+    "tune": ["--steps", "600", "--force"],
 }
 PRIOR = {
     "calibrate": [],
