@@ -748,6 +748,22 @@ def nproc_bad_input(w: World) -> str:
     return classify(res, expect_error=True) if once and "ChildFailedError" not in res.stderr else "TRACEBACK"
 
 
+def _descendants(root: int) -> dict[int, str]:
+    """Every process below `root`, by pid, with its command line (torchrun starts its workers in sessions of
+    their own, so the tree, not the session, finds them)."""
+    table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in table.splitlines() if len(line.split(None, 2)) == 3]
+    children: dict[int, list[tuple[int, str]]] = {}
+    for pid, ppid, args in rows:
+        children.setdefault(int(ppid), []).append((int(pid), args))
+    found, todo = {}, [root]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            found[pid] = args
+            todo.append(pid)
+    return found
+
+
 def nproc_killed_rank(stage: str, *extra: str) -> Callable[[World], str]:
     """One of two processes killed mid-stage: the job ends with one line naming the lost peers."""
 
@@ -764,11 +780,10 @@ def nproc_killed_rank(stage: str, *extra: str) -> Callable[[World], str]:
             start_new_session=True,
         )
         time.sleep(random.Random(stage).uniform(12.0, 16.0))
-        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid), "python"], capture_output=True, text=True)
         pids = sorted(  # the workers: not our launcher, not torchrun's agent
-            int(line.split()[0])
-            for line in found.stdout.splitlines()
-            if int(line.split()[0]) != proc.pid and "torch.distributed.run" not in line
+            pid
+            for pid, args in _descendants(proc.pid).items()
+            if "-m qslaw_pipe" in args and "torch.distributed.run" not in args
         )
         if len(pids) < 2:
             proc.kill()
