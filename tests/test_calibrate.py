@@ -60,7 +60,7 @@ def test_rtn_artifact_equals_minmax_reference(tmp_path, llava_dir, corpus):
         assert torch.equal(d2, delta) and torch.equal(z2, zp.to(torch.uint8))
 
 
-@pytest.mark.parametrize("method", ["omniquant", "qvlm"])
+@pytest.mark.parametrize("method", ["omniquant", "qvlm", "signround"])
 def test_interrupted_calibration_resumes_to_identical_tensors(
     tmp_path, llava_dir, corpus, monkeypatch, method
 ):

@@ -219,9 +219,10 @@ CALIBRATE = [
 CALIBRATE += ["--epochs", "2", "--batch-size", "4", "--device", "cpu"]
 
 
-def _calibrate(run, llava_dir, corpus, nproc: int):
+def _calibrate(run, llava_dir, corpus, nproc: int, method: str = "omniquant"):
     cmd = [sys.executable, "-m", "qslaw_pipe", "calibrate", "--run-dir", str(run), "--model", str(llava_dir)]
     cmd += ["--text", str(corpus), *CALIBRATE, "--nproc", str(nproc)]
+    cmd[cmd.index("omniquant")] = method
     done = _launch(cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_tensors(run / "calibrate" / "qparams.safetensors")[0]
@@ -235,6 +236,24 @@ def test_calibrate_in_two_processes_gives_the_single_process_qparams(llava_dir, 
     for k in one:
         torch.testing.assert_close(two[k].float(), one[k].float(), rtol=0, atol=1e-5, msg=k)
     assert '"world_size": 2' in (tmp_path / "two" / "calibrate" / "manifest.json").read_text()
+
+
+def test_signround_in_two_processes_learns_the_single_process_codes(llava_dir, corpus, tmp_path):
+    """Sign steps on gradients summed over 2 ranks: a gradient within rounding of 0 may take the other sign, so
+    the learned codes (the adjusted weights' codes at scale 1) agree on all but a sliver, not bit for bit."""
+    from qslaw_pipe.kernels.quant import quantize_codes
+
+    one = _calibrate(tmp_path / "one", llava_dir, corpus, 1, "signround")
+    two = _calibrate(tmp_path / "two", llava_dir, corpus, 2, "signround")
+    assert one.keys() == two.keys()
+    same = total = 0
+    for k in (k.removesuffix(".weight") for k in one if k.endswith(".weight")):
+        codes = [
+            quantize_codes(t[f"{k}.weight"].float(), t[f"{k}.delta"], t[f"{k}.zero_point"], 3, 32)
+            for t in (one, two)
+        ]
+        same, total = same + int((codes[0] == codes[1]).sum()), total + codes[0].numel()
+    assert total and same / total > 0.999, same / total
 
 
 def test_a_dead_peer_is_an_error_within_the_timeout_not_a_hang(setup, llava_dir, corpus, tmp_path):

@@ -102,6 +102,7 @@ def test_only_the_fold_record_reads_the_fold_header():
         m
         for m, p in MODULES.items()
         if m != record
+        and not m.startswith("qslaw_pipe.stages.calibrate.imports")  # peers' checkpoints have a .qweight too
         and any(key in p.read_text() for key in ('"shapes"', '"packing"', ".qweight", "FOLDED_FILE"))
     ]
     assert not readers

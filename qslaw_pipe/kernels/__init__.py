@@ -3,6 +3,7 @@
 quant.py            group qparams, fake quant (STE), RTN, block layouts
 qslaw.py            QSLAW's scaled fake quant (eq. 7-8) and its fused autograd function
 lwc.py              OmniQuant's learnable weight clipping
+rounding.py         SignRound's learnable rounding offsets and range scales, and the adjusted weights they export
 pack.py             two int4 codes per byte
 int4_reference.py   the readable reference of our onnxruntime int4 ops
 isa.py              which CPU kernel path our library runs, and what CPU this is

@@ -36,3 +36,19 @@ class ClippedQuantizer(nn.Module):
         return from_groups(
             fake_quant_groups(to_groups(weight, self.group_size), delta, zp, self.bits), self.in_features
         )
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Nothing to keep in range after a step: the sigmoid bounds the clipping."""
+
+    @torch.no_grad()
+    def export(self, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the calibrate artifact keeps: delta fp32, zero_point uint8 and the clipping logits."""
+        delta, zp = self.qparams(ste=False)
+        kept = {
+            "delta": delta,
+            "zero_point": zp.to(torch.uint8),
+            "lwc_upper": self.upper,
+            "lwc_lower": self.lower,
+        }
+        return {k: t.detach().cpu().clone() for k, t in kept.items()}

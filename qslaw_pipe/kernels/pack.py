@@ -33,3 +33,17 @@ def unpack_int4_reference(packed: torch.Tensor, in_features: int) -> torch.Tenso
             codes += [byte & 15, byte >> 4]
         rows.append(codes[:in_features])
     return torch.tensor(rows, dtype=torch.uint8)
+
+
+def unpack_bits(words: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """Dense little-endian bit streams, as GPTQ, AWQ, AutoRound and compressed-tensors pack int-k values into
+    int32 words: row r's value i sits at bits [i * bits, (i + 1) * bits) of the concatenation of its words
+    (word 0 lowest), so a value may straddle two words (3 bits: 32 values in 3 words).
+    words int32 [rows, n_words] -> values int64 [rows, count], each in [0, 2^bits)."""
+    w = words.to(torch.int64) & 0xFFFFFFFF
+    start = torch.arange(count) * bits
+    word, shift = start // 32, start % 32
+    low = w[:, word] >> shift
+    spill = shift + bits > 32
+    high = w[:, (word + 1).clamp(max=w.shape[1] - 1)] << (32 - shift)
+    return torch.where(spill, low | high, low) & (2**bits - 1)

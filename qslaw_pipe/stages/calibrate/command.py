@@ -5,7 +5,7 @@ import click
 from qslaw_pipe import cli_common as cli
 from qslaw_pipe.paths import default_text_path, resolve_model
 from qslaw_pipe.pipeline.config import merge_recipe
-from qslaw_pipe.stages.calibrate.calibrators import CALIBRATORS
+from qslaw_pipe.stages.calibrate.calibrators import CALIBRATORS, importer_name
 from qslaw_pipe.stages.calibrate.config import CALIBS, CalibrateConfig
 
 C = CalibrateConfig
@@ -44,7 +44,9 @@ def _group(value: str) -> int:
 @cli.field_option(
     C,
     "lr",
-    "AdamW learning rate of the clipping logits (logits start at 4; a large rate lets few steps move them).",
+    "Learning rate. Unset: by method (omniquant, qvlm: 0.5 for AdamW on the clipping logits, which start at 4; "
+    "signround: 1 / its steps per block, decaying to 0).",
+    type=float,
 )
 @cli.field_option(C, "batch_size", "Sequences per step.")
 @cli.field_option(C, "max_block", "qvlm: most decoder layers reconstructed jointly (the search budget).")
@@ -52,6 +54,14 @@ def _group(value: str) -> int:
     C, "entropy_quantile", "qvlm: a layer whose input entropy reaches this quantile starts a new block."
 )
 @cli.field_option(C, "seed", "Seed of the sample order.")
+@cli.field_option(
+    C,
+    "from_checkpoint",
+    "Start from a quantized checkpoint directory instead of calibrating (GPTQ, AWQ, AutoRound or "
+    "compressed-tensors; of this model or of its language model): its codes are imported exactly. Implies "
+    "--method checkpoint; pass the checkpoint's --bits and --group-size.",
+    type=click.Path(exists=True, file_okay=False),
+)
 @cli.field_option(
     C,
     "rules",
@@ -64,13 +74,15 @@ def _group(value: str) -> int:
 @cli.nproc_option
 @cli.stage_options
 def command(run_dir, model, recipe, force, as_json, text, bits, group_size, rules, nproc, **flags) -> None:
-    """OmniQuant (or RTN) int-k qparams for the LM's decoder Linears -> RUN_DIR/calibrate/.
+    """Int-k qparams for the LM's decoder Linears (OmniQuant, Q-VLM, SignRound, RTN, or a quantized checkpoint's) -> RUN_DIR/calibrate/.
 
     Data parallel: `qslaw-pipe calibrate --nproc N ...`, or `torchrun --nproc-per-node N -m qslaw_pipe calibrate ...`."""
     cli.relaunch_under_torchrun(nproc)
     cli.quiet_libraries()
     from qslaw_pipe.stages.calibrate.stage import run
 
+    if flags.get("from_checkpoint") and not flags.get("method"):
+        flags["method"] = importer_name()
     flags.update(
         bits=int(bits) if bits else None,
         group_size=_group(group_size) if group_size else None,

@@ -15,7 +15,10 @@ AdamW, so every rank holds the single-process clipping. Each rank keeps its own 
 (`state-<rank>-of-<N>`): an interrupted run resumes with the same number of processes.
 """
 
+import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,11 +30,32 @@ from qslaw_pipe.kernels.lwc import ClippedQuantizer
 from qslaw_pipe.kernels.quant import fake_quant
 from qslaw_pipe.pipeline import distributed, modules
 from qslaw_pipe.pipeline.device import Compute, resolve
-from qslaw_pipe.pipeline.qparams import Calibration, LayerQParams
+from qslaw_pipe.pipeline.qparams import WEIGHT, Calibration, LayerQParams
 from qslaw_pipe.pipeline.tensors import DamagedFile, load_tensors, save_tensors
 from qslaw_pipe.stages.calibrate.batches import calibration_batches
 from qslaw_pipe.stages.calibrate.capture import capture_block_inputs, run_block
 from qslaw_pipe.stages.calibrate.config import CalibrateConfig, layer_group_size
+
+
+def adamw(params, lr: float, steps: int):
+    """OmniQuant's optimizer: AdamW at a constant rate, no weight decay."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0), None
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What a block learns and how. quantizer(weight, bits, group_size): a module whose forward fake-quantizes
+    the weight, with qparams(ste), project_() (after each step) and export(weight) (the tensors the artifact
+    keeps: delta, zero_point, any extras, and `weight` when the codes round from an adjusted weight);
+    optimizer(params, lr, steps) -> (optimizer, scheduler or None); keep_best: end on the parameters of the
+    lowest minibatch loss seen rather than the last."""
+
+    quantizer: Callable
+    optimizer: Callable
+    keep_best: bool = False
+
+
+OMNIQUANT = Tuning(ClippedQuantizer, adamw)
 
 
 def _squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -75,8 +99,10 @@ def calibrate_block(
     index: int,
     bar: bool = True,
     compute: Compute | None = None,
+    tuning: Tuning = OMNIQUANT,
 ):
-    """Train clipping for the block's quantized Linears. Returns (qparams, fp_out, q_out, losses).
+    """Train the block's quantizers (`tuning`: OmniQuant's clipping by default). Returns ({name: exported
+    tensors}, fp_out, q_out, losses).
     The block computes on `compute`'s device (in its autocast); activations stay in host memory and
     move there one batch at a time, so only one block and one batch occupy the GPU."""
     compute = compute or resolve("cpu", "fp32")
@@ -85,7 +111,7 @@ def calibrate_block(
     kwargs = _move(kwargs, dev)
     linears = {n: block.get_submodule(n) for n in local_names}
     quantizers = {
-        n: ClippedQuantizer(m.weight, cfg.bits, layer_group_size(cfg, m.in_features))
+        n: tuning.quantizer(m.weight, cfg.bits, layer_group_size(cfg, m.in_features))
         for n, m in linears.items()
     }
 
@@ -117,11 +143,11 @@ def calibrate_block(
         )
     before = mean_loss(q_forward, q_in, fp_out)
     params = [p for q in quantizers.values() for p in q.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + index)
     steps = range(cfg.epochs * ((n_global + bs - 1) // bs))
+    opt, schedule = tuning.optimizer(params, cfg.lr, len(steps))
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + index)
     progress = tqdm(steps, desc=f"block {index:2d}", leave=False, disable=not bar)
-    order = iter(())
+    order, best, kept = iter(()), math.inf, None
     for _ in progress:
         idx = next(order, None)
         if idx is None:
@@ -139,22 +165,31 @@ def calibrate_block(
                 f"calibration diverged: block {index}'s loss is {value} (earlier blocks are kept for resume)",
                 "lower --lr and run again",
             )
+        if tuning.keep_best and value < best:  # the parameters that gave this loss, before the step
+            best, kept = value, [p.detach().clone() for p in params]
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
         distributed.sum_grads(params)
         opt.step()
+        if schedule is not None:
+            schedule.step()
+        for q in quantizers.values():
+            q.project_()
         progress.set_postfix(loss=f"{value:.3e}")
-    qparams = {}
     with torch.no_grad():
-        for n, q in quantizers.items():
-            delta, zp = q.qparams(ste=False)
-            qparams[n] = tuple(
-                t.detach().cpu().clone() for t in (delta, zp.to(torch.uint8), q.upper, q.lower)
-            )
+        for p, k in zip(params, kept or [], strict=False):
+            p.copy_(k)
+        qparams = {n: q.export(linears[n].weight) for n, q in quantizers.items()}
         final = {
-            n: fake_quant(linears[n].weight, d.to(dev), z.to(dev), cfg.bits, quantizers[n].group_size)
-            for n, (d, z, _, _) in qparams.items()
+            n: fake_quant(
+                e[WEIGHT].to(dev, torch.float32) if WEIGHT in e else linears[n].weight,
+                e["delta"].to(dev),
+                e["zero_point"].to(dev),
+                cfg.bits,
+                quantizers[n].group_size,
+            )
+            for n, e in qparams.items()
         }
         after = mean_loss(lambda x: q_forward(x, final), q_in, fp_out)
         q_out = _host(torch.cat([q_forward(q_in[b], final) for b in _batches(len(q_in), bs)]), compute)
@@ -185,8 +220,9 @@ def omniquant(
     compute: Compute | None = None,
     spans: list[tuple[int, int]] | None = None,
     batches: list[dict] | None = None,
+    tuning: Tuning = OMNIQUANT,
 ):
-    """Block-wise OmniQuant; returns ({layer: (delta, zp, upper, lower)}, per-block losses). The model
+    """Block-wise OmniQuant (or another `tuning`); returns ({layer: {key: tensor}}, per-block losses). The model
     stays in host memory; each block visits `compute`'s device in turn. `spans` [(first, end), ...]: the
     blocks, each a run of consecutive decoder layers reconstructed jointly (default: one layer each)."""
     compute = compute or resolve("cpu", "fp32")
@@ -232,23 +268,21 @@ def omniquant(
         else:
             block.requires_grad_(False)
             qp, fp_in, q_in, loss = calibrate_block(
-                block, local, fp_in, q_in, kwargs, cfg, i, bar, compute=compute
+                block, local, fp_in, q_in, kwargs, cfg, i, bar, compute=compute, tuning=tuning
             )
             loss = {**loss, "layers": [first, end]}
-            saved = {
-                f"{n}.{k}": t
-                for n, ts in qp.items()
-                for k, t in zip(("delta", "zero_point", "lwc_upper", "lwc_lower"), ts, strict=True)
-            }
+            saved = {f"{n}.{k}": t for n, ts in qp.items() for k, t in ts.items()}
             if distributed.is_main():
                 save_tensors(block_file, saved, {"losses": loss})
             save_tensors(state_path, {"fp_in": fp_in, "q_in": q_in}, {"next_block": i + 1})
             distributed.barrier()  # every rank's cache is at block i + 1 before the next block starts
             losses.append(loss)
         for n in local:
-            results[names[n]] = tuple(
-                saved[f"{n}.{k}"] for k in ("delta", "zero_point", "lwc_upper", "lwc_lower")
-            )
+            results[names[n]] = {
+                k[len(n) + 1 :]: t
+                for k, t in saved.items()
+                if k.startswith(f"{n}.") and "." not in k[len(n) + 1 :]
+            }
     distributed.barrier()  # no rank still writes resume/ when rank 0 removes it
     return results, losses
 
@@ -279,12 +313,15 @@ def _check_resumable(resume_dir: Path, state_path: Path) -> None:
 
 
 def as_calibration(results: dict, group_sizes: dict, cfg, method: str) -> Calibration:
-    """The record of OmniQuant-style results {layer: (delta, zero_point, lwc_upper, lwc_lower)}."""
-    layers = {
-        t: LayerQParams(d, z, cfg.bits, group_sizes[t], {"lwc_upper": up, "lwc_lower": lo})
-        for t, (d, z, up, lo) in results.items()
-    }
-    return Calibration(layers, method, cfg.bits)
+    """The record of block-wise results {layer: {"delta", "zero_point", extras..., maybe "weight"}}."""
+    layers, weights = {}, {}
+    for t, own in results.items():
+        own = dict(own)
+        if WEIGHT in own:
+            weights[t] = own.pop(WEIGHT)
+        delta, zp = own.pop("delta"), own.pop("zero_point")
+        layers[t] = LayerQParams(delta, zp, cfg.bits, group_sizes[t], own)
+    return Calibration(layers, method, cfg.bits, weights)
 
 
 def calibrate(lm, targets, group_sizes, cfg, text_path, out, bar=True, compute=None):

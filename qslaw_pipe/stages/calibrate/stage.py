@@ -62,6 +62,8 @@ def run(
     under the run-directory contract); `bar` shows progress bars. Under torchrun every rank calibrates its
     share of the samples; rank 0 returns the StageResult, the others None."""
     inputs = {"model": model_dir, "text": text_path}
+    if cfg.from_checkpoint is not None:
+        inputs["checkpoint"] = Path(cfg.from_checkpoint)
     distributed.init(resolve(cfg.device, cfg.dtype).device)
     if calibrator(cfg.method).samples and cfg.nsamples < distributed.world():
         raise QslawError(
