@@ -84,7 +84,8 @@ def time_ort(vlm: OrtVlm, ids, pixels, tokens: int) -> tuple[float, float, list[
 @torch.no_grad()
 def time_torch(lm, ids, pixels, tokens: int) -> tuple[float, float, list[int]]:
     t0 = time.perf_counter()
-    out = lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels), use_cache=True)
+    pixel_values = torch.from_numpy(pixels).to(lm.model.dtype)
+    out = lm.model(input_ids=torch.from_numpy(ids), pixel_values=pixel_values, use_cache=True)
     ttft = time.perf_counter() - t0
     past, logits, seq = out.past_key_values, out.logits, []
     t1 = time.perf_counter()
@@ -166,9 +167,13 @@ def main() -> None:
     torchao_lm = load_torchao(ex.run(ex.export_config(format="torchao"), run).artifact.path)
     with torch.no_grad():
         ref = torch_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits
-        tao = torchao_lm.model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels)).logits
+        tao_pixels = torch.from_numpy(pixels).to(torchao_lm.model.dtype)
+        tao = torchao_lm.model(input_ids=torch.from_numpy(ids), pixel_values=tao_pixels).logits.float()
     torchao_rel_err = float((tao - ref).abs().max() / ref.abs().max())
-    torch_runners = {"PyTorch fp32": torch_lm, "torchao int4 (Int4OpaqueTensor)": torchao_lm}
+    torch_runners = {
+        "PyTorch fp32": torch_lm,
+        "torchao int4 (Int4OpaqueTensor, bf16 activations)": torchao_lm,
+    }
     results = {name: [] for name in [*runners, *torch_runners]}
     for _ in range(args.reps):  # round robin, so machine noise hits every variant alike
         for name, vlm in runners.items():
@@ -323,7 +328,8 @@ def write(
         f"decoder graph with the folded fp32 lm_head {summary['folded_head_decoder_bytes_over_fp16_lm']:.3f}x "
         f"({_verdict(summary['folded_head_decoder_bytes_over_fp16_lm'] <= 0.3)}); smallest ({smallest['variant']}) "
         f"{summary['smallest_decoder_bytes_over_fp16_lm']:.3f}x ({_verdict(summary['smallest_decoder_bytes_over_fp16_lm'] <= 0.3)}).",
-        "- torchao int4: the exported IntxUnpackedToInt8Tensor checkpoint packed into Int4OpaqueTensor at load; its prompt "
+        "- torchao int4: the exported IntxUnpackedToInt8Tensor checkpoint packed into Int4OpaqueTensor at load, bf16 "
+        "activations (load_torchao's default); its prompt "
         f"logits differ from the folded fp32 model by {torchao_rel_err:.1e} (max, relative).",
         "- CUDA: this table is the CPU's (onnxruntime's CPU EP). No GPU was lent to the session that produced it, so the "
         "CUDA EP rows (fp16 decoder vs int4, and the 7B-shaped LM) are not measured.",

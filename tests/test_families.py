@@ -110,7 +110,10 @@ def test_onnx_export_gives_the_folded_models_logits_and_answers(family):
 def test_torchao_export_gives_the_folded_models_logits_and_answers(family):
     _, run, _, _, folded = family
     out = ex.run(ex.export_config(format="torchao"), run).artifact.path
-    lm, image = load_torchao(out), _image()
+    lm, image = (
+        load_torchao(out, dtype="fp32"),
+        _image(),
+    )  # the exact path; bf16: tests/test_export_torchao.py
     with torch.no_grad():
         got = lm.model(**_torch_inputs(lm, image)).logits.numpy()
         ref = folded.model(**_torch_inputs(folded, image)).logits.numpy()
