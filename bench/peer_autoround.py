@@ -22,6 +22,26 @@ sys.path.append(str(Path(__file__).resolve().parent))
 from peer_llmcompressor import report  # noqa: E402
 
 
+def autoround(work: Path, bits: int, group: int, iters: int):
+    """AutoRound on WORK/lm with our calibration chunks (WORK/tokens.pt), asymmetric, on the CPU."""
+    from auto_round import AutoRound
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    calib = torch.load(work / "tokens.pt")["calib"]
+    return AutoRound(
+        AutoModelForCausalLM.from_pretrained(work / "lm", dtype=torch.float32),
+        AutoTokenizer.from_pretrained(work / "lm"),
+        bits=bits,
+        group_size=group,
+        sym=False,
+        dataset=[{"input_ids": row.unsqueeze(0)} for row in calib],
+        nsamples=len(calib),
+        seqlen=calib.shape[1],
+        iters=iters,
+        device_map="cpu",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, required=True)
@@ -32,26 +52,11 @@ def main() -> None:
         "--save", type=Path, help="Also save the quantized decoder Linears' effective weights here."
     )
     args = ap.parse_args()
-    from auto_round import AutoRound
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     tokens = torch.load(args.work / "tokens.pt")
-    tokenizer = AutoTokenizer.from_pretrained(args.work / "lm")
-    model = AutoModelForCausalLM.from_pretrained(args.work / "lm", dtype=torch.float32)
-    calib = tokens["calib"]
     start = time.perf_counter()
-    rounder = AutoRound(
-        model,
-        tokenizer,
-        bits=args.bits,
-        group_size=args.group,
-        sym=False,
-        dataset=[{"input_ids": row.unsqueeze(0)} for row in calib],
-        nsamples=len(calib),
-        seqlen=calib.shape[1],
-        iters=args.iters,
-        device_map="cpu",
-    )
+    rounder = autoround(args.work, args.bits, args.group, args.iters)
     with tempfile.TemporaryDirectory() as out:
         rounder.quantize_and_save(out, format="fake")
         elapsed = time.perf_counter() - start

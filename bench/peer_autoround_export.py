@@ -20,6 +20,9 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import torch  # noqa: E402
 
+sys.path.append(str(Path(__file__).resolve().parent))
+from peer_autoround import autoround  # noqa: E402
+
 
 def peer_weight(tensors: dict, name: str, qc: dict) -> torch.Tensor:
     """[out, in] fp32 as AutoRound's own code dequantizes the layer."""
@@ -54,28 +57,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0)
     ap.add_argument("--formats", default="auto_round,auto_gptq,auto_awq")
     args = ap.parse_args()
-    from auto_round import AutoRound
     from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokens = torch.load(args.work / "tokens.pt")
-    calib = tokens["calib"]
     for fmt in args.formats.split(","):
-        model = AutoModelForCausalLM.from_pretrained(args.work / "lm", dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(args.work / "lm")
         start = time.perf_counter()
-        rounder = AutoRound(
-            model,
-            tokenizer,
-            bits=args.bits,
-            group_size=args.group,
-            sym=False,
-            dataset=[{"input_ids": row.unsqueeze(0)} for row in calib],
-            nsamples=len(calib),
-            seqlen=calib.shape[1],
-            iters=args.iters,
-            device_map="cpu",
-        )
+        rounder = autoround(args.work, args.bits, args.group, args.iters)
         out = args.out / f"w{args.bits}g{args.group}-{args.iters}iters" / fmt
         try:
             rounder.quantize_and_save(str(out), format=fmt)

@@ -13,10 +13,9 @@ to 1024 and N to 8 as torchao does). Both use w = (q - 8) * scale + zero with ze
 Packed bytes are made at load time, never stored, since they depend on the machine.
 
 Activations: bf16 by default on both devices. The CPU int4 kernel (aten._weight_int4pack_mm_for_cpu) is
-vectorized for bf16 activations; with fp32 ones it runs a slow path (measured on a 2-core AMD EPYC, 1 thread,
-[1536 x 576] g64: 3.2 ms per decoded token vs 49 us in bf16, 250 ms vs 3.4 ms for a 98-token prefill; an fp32
-dense matmul takes 0.26 ms / 2.4 ms). `dtype="fp32"` keeps fp32 activations and scales: the exact path, for
-checking the export against the folded model to fp32 rounding.
+vectorized for bf16 activations and takes a slow path with fp32 ones, on ATen's AVX-512 and AVX2 kernels alike
+(docs/results/torchao_kernel.md, bench/torchao_cpu_kernel.py). `dtype="fp32"` keeps fp32 activations and
+scales: the exact path, for checking the export against the folded model to fp32 rounding.
 """
 
 import math
